@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""The whole pipeline on CPU: corpus, prep, training, evaluation, results table.
+
+Usage::
+
+    python recipes/VoxCeleb/SSPS/run_mini.py --out results/mini
+    python recipes/VoxCeleb/SSPS/run_mini.py --out OUT --systems simclr,dino
+    python recipes/VoxCeleb/SSPS/run_mini.py --out OUT --data_folder /data/vox1  # any VoxCeleb-layout folder
+    python recipes/VoxCeleb/SSPS/run_mini.py --out OUT --augment=False --batch_size=32
+
+Without ``--data_folder`` the synthetic mini corpus is built in ``OUT/corpus``
+(``python -m ssps_ext.mini_corpus``); with it, only the synthetic noise and
+RIR sets are generated into ``OUT/augment``. Every system runs
+``train.py hparams/<system>.yaml`` with the small CPU settings of
+``hparams/mini_cpu.yaml`` into ``OUT/<system>/``, whose
+``verification.json`` holds its EER and minDCF. Extra ``--key=value``
+arguments are passed to every selected system as hyperparameter overrides.
+A system that resumes another one (``simclr_ssps`` from ``simclr``) brings
+it along. Re-running resumes from the checkpoints.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import ruamel.yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# system -> (hparams file, system whose save folder it resumes, or None)
+SYSTEMS = {
+    "simclr": ("simclr.yaml", None),
+    "simclr_ssps": ("simclr_ssps.yaml", "simclr"),
+    "simclr_am": ("simclr.yaml", None),
+    "dino": ("dino.yaml", None),
+    "dino_ssps": ("dino_ssps.yaml", "dino"),
+}
+DEFAULT_SYSTEMS = "simclr,simclr_ssps"
+
+
+def mini_overrides(system):
+    """Overrides of hparams/mini_cpu.yaml for ``system`` (common + own)."""
+    with open(os.path.join(HERE, "hparams", "mini_cpu.yaml")) as f:
+        table = ruamel.yaml.YAML(typ="safe").load(f)
+    return {**table["common"], **(table.get(system) or {})}
+
+
+def as_cli(overrides):
+    """{key: value} -> ['--key=value'] with YAML/JSON flow values."""
+    return [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
+
+
+def selection(names):
+    """Requested systems plus the ones they resume, in dependency order."""
+    ordered = []
+    for name in names:
+        if name not in SYSTEMS:
+            raise SystemExit(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
+        parent = SYSTEMS[name][1]
+        if parent and parent not in ordered:
+            ordered.append(parent)
+        if name not in ordered:
+            ordered.append(name)
+    return ordered
+
+
+def build_data(args):
+    """Data folder plus noise/RIR folders (generated when missing)."""
+    from ssps_ext.mini_corpus import build_mini_corpus
+    from ssps_ext.mini_corpus.augment_sets import write_noise_set, write_rir_set
+
+    if args.data_folder is None:
+        corpus = os.path.join(args.out, "corpus")
+        if not os.path.isfile(os.path.join(corpus, "veri_test2.txt")):
+            start = time.time()
+            stats = build_mini_corpus(corpus, seed=args.seed)
+            print(f"[run_mini] mini corpus: {stats} in {time.time() - start:.0f} s", flush=True)
+        return corpus, os.path.join(corpus, "noise"), os.path.join(corpus, "rir")
+    for needed in ("wav", "veri_test2.txt"):
+        if not os.path.exists(os.path.join(args.data_folder, needed)):
+            raise SystemExit(f"--data_folder {args.data_folder} has no {needed}")
+    aug = os.path.join(args.out, "augment")
+    if not os.path.isdir(os.path.join(aug, "rir")):
+        write_noise_set(os.path.join(aug, "noise"), args.seed)
+        write_rir_set(os.path.join(aug, "rir"), args.seed)
+    return args.data_folder, os.path.join(aug, "noise"), os.path.join(aug, "rir")
+
+
+def run_system(name, data, noise, rir, args, passthrough):
+    yaml_file, parent = SYSTEMS[name]
+    folder = os.path.join(args.out, name)
+    overrides = {
+        "data_folder": data,
+        "noise_folder": noise,
+        "rir_folder": rir,
+        "output_folder": folder,
+        "manifest_folder": os.path.join(args.out, "manifests"),
+        **mini_overrides(name),
+    }
+    if parent:
+        overrides["init_from"] = os.path.join(args.out, parent, "save")
+    cmd = [sys.executable, os.path.join(HERE, "train.py"), os.path.join(HERE, "hparams", yaml_file)]
+    cmd += as_cli(overrides) + passthrough
+    if args.noprogressbar:
+        cmd.append("--noprogressbar")
+    print(f"[run_mini] {name}: {' '.join(cmd)}", flush=True)
+    start = time.time()
+    subprocess.run(cmd, check=True, cwd=args.out)
+    with open(os.path.join(folder, "verification.json")) as f:
+        result = json.load(f)
+    result["minutes"] = (time.time() - start) / 60
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--data_folder", default=None)
+    parser.add_argument("--systems", default=DEFAULT_SYSTEMS)
+    parser.add_argument("--seed", type=int, default=0, help="mini-corpus seed")
+    parser.add_argument("--noprogressbar", action="store_true")
+    args, passthrough = parser.parse_known_args(argv)
+    bad = [a for a in passthrough if not a.startswith("--") or "=" not in a]
+    if bad:
+        raise SystemExit(f"extra arguments must be --key=value overrides, got {bad}")
+    args.out = os.path.abspath(args.out)
+    os.makedirs(args.out, exist_ok=True)
+    data, noise, rir = build_data(args)
+    results = {}
+    for name in selection(args.systems.split(",")):
+        results[name] = run_system(name, data, noise, rir, args, passthrough)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print("\n| system | EER (%) | minDCF 0.01 | minDCF 0.05 | trials | minutes |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(
+            f"| {name} | {r['EER']:.2f} | {r['minDCF_0.01']:.4f} | {r['minDCF_0.05']:.4f} "
+            f"| {r['n_trials']} | {r['minutes']:.1f} |"
+        )
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Self-supervised speaker embeddings (SimCLR, DINO, with or without SSPS).
+
+Usage::
+
+    python train.py hparams/simclr.yaml --data_folder=/data/voxceleb2
+    torchrun --nproc_per_node=4 train.py hparams/dino_ssps.yaml --data_folder=...
+    python train.py hparams/simclr.yaml --data_folder=... --test_only \
+        --eval_checkpoint=results/simclr/1717/save/CKPT+...   # evaluate only
+
+Order of work, as in SpeechBrain's VoxCeleb recipes: parse arguments, DDP
+group, hyperparameters, data prep (main process), datasets, experiment
+folder, Brain, fit, then verification on ``verification_file`` written to
+``<output_folder>/verification.json``.
+"""
+
+import os
+import sys
+import tempfile
+
+import speechbrain as sb
+import torch
+from speechbrain.utils.distributed import run_on_main
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from voxceleb_prepare import prepare_voxceleb  # noqa: E402
+
+from ssps_ext.audio_scan import write_augmentation_csv  # noqa: E402
+from ssps_ext.data import train_dataset, utterance_dataset  # noqa: E402
+from ssps_ext.hparams import load_hparams  # noqa: E402
+
+NOISE_CATEGORIES = ("speech", "noise", "music")
+
+
+def prepare_augmentation(noise_folder, rir_folder, manifest_folder):
+    """noise_<category>.csv and rir.csv for SpeechBrain's AddNoise/AddReverb."""
+    for category in NOISE_CATEGORIES:
+        csv = os.path.join(manifest_folder, f"noise_{category}.csv")
+        if not os.path.isfile(csv):
+            write_augmentation_csv(os.path.join(noise_folder, category), csv)
+    csv = os.path.join(manifest_folder, "rir.csv")
+    if not os.path.isfile(csv):
+        write_augmentation_csv(rir_folder, csv)
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    hparams, merged_yaml = load_hparams(hparams_file, overrides)
+    manifests = hparams["manifest_folder"]
+
+    run_on_main(
+        prepare_voxceleb,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "save_folder": manifests,
+            "verification_pairs_file": hparams["verification_file"],
+            "splits": ["train", "test"],
+            "amp_th": hparams["amp_th"],
+            "sample_rate": hparams["sample_rate"],
+            "num_workers": hparams["prep_workers"],
+            "skip_prep": hparams["skip_prep"],
+        },
+    )
+    if hparams["augment"]:
+        run_on_main(prepare_augmentation, args=[hparams["noise_folder"], hparams["rir_folder"], manifests])
+
+    # Record the merged hyperparameters (extends chain + overrides).
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:
+        tmp.write(merged_yaml)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=tmp.name,
+        overrides=overrides,
+    )
+    os.unlink(tmp.name)
+
+    train_data = train_dataset(os.path.join(manifests, "train.csv"), hparams["crops"], hparams["sample_rate"])
+    brain = hparams["brain_class"](
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.prepare_training(train_data)
+    brain.fit(hparams["epoch_counter"], train_data, train_loader_kwargs=hparams["dataloader_options"])
+
+    utterances = utterance_dataset(
+        [os.path.join(manifests, "enrol.csv"), os.path.join(manifests, "test.csv")],
+        hparams["sample_rate"],
+    )
+    brain.evaluate_verification(
+        utterances,
+        hparams["verification_file"],
+        os.path.join(hparams["output_folder"], "verification.json"),
+        checkpoint=hparams["eval_checkpoint"],
+    )
+
+
+if __name__ == "__main__":
+    torch.backends.cudnn.benchmark = True
+    main(sys.argv[1:])

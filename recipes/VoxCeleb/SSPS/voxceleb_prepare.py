@@ -1,0 +1,206 @@
+"""VoxCeleb data preparation for self-supervised speaker recognition.
+
+Writes the CSVs of SpeechBrain's VoxCeleb recipe (columns ``ID, duration,
+wav, start, stop, spk_id``), so manifests can be shared with other recipes,
+with one row per utterance (SpeechBrain's ``random_segment=True`` layout:
+ID ``spk--recording--utt``, start 0, stop = number of samples) and two extra
+columns SSPS needs:
+
+- ``utt_index``: stable integer index of the utterance (row order of the
+  sorted file list), used by the SSPS memory queues;
+- ``rec_id``: the recording (YouTube video) ``spk/recording``, used only for
+  diagnostics.
+
+Outputs in ``save_folder``: ``train.csv`` (+ ``dev.csv`` when requested),
+``enrol.csv`` and ``test.csv`` (full utterances of the trial list, ID =
+relative path without extension as in SpeechBrain), ``skipped.csv`` and
+``prep_options.json``.
+
+Differences from SpeechBrain's prep, on purpose: speakers of *both* trial
+columns are removed from training; the sample rate and channel count are
+checked (wrong ones are an error naming the files); unreadable or silent
+training files are skipped, counted and listed in ``skipped.csv``; the skip
+check covers every option and the trial file.
+
+Layout expected: ``<data_folder>/wav/<spk>/<recording>/<utt>.wav`` (several
+folders may be given comma-separated, e.g. VoxCeleb1,VoxCeleb2). VoxCeleb2
+ships m4a: convert it first, for example
+``find . -name '*.m4a' | parallel ffmpeg -loglevel error -i {} -ac 1 -ar 16000 {.}.wav``
+then point ``data_folder`` at the folder holding ``wav/``.
+"""
+
+import csv
+import glob
+import json
+import logging
+import os
+import random
+
+from ssps_ext.audio_scan import raise_on_format_errors, scan_audio
+
+logger = logging.getLogger(__name__)
+FIELDS = ["ID", "duration", "wav", "start", "stop", "spk_id", "rec_id", "utt_index"]
+TEST_FIELDS = ["ID", "duration", "wav", "start", "stop", "spk_id"]
+
+
+def read_trial_file(path):
+    """Parses ``label enrol test`` lines; errors name the line."""
+    trials = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3 or parts[0] not in ("0", "1"):
+                raise ValueError(f"{path}:{n}: expected 'label enrol test', got {line.strip()!r}")
+            trials.append((int(parts[0]), parts[1], parts[2]))
+    if not trials:
+        raise ValueError(f"trial file {path} has no trials")
+    return trials
+
+
+def _utt_parts(rel):
+    """'id1/rec/00001.wav' -> ('id1', 'id1/rec', 'id1--rec--00001')."""
+    parts = rel.replace(os.sep, "/").split("/")
+    if len(parts) < 3:
+        raise ValueError(f"expected wav/<spk>/<recording>/<utt>.wav, got wav/{rel}")
+    stem = os.path.splitext("--".join(parts))[0]
+    return parts[0], "/".join(parts[:2]), stem
+
+
+def _write_csv(path, fields, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _trial_rows(trials, folders, sample_rate, num_workers):
+    """Rows for enrol.csv and test.csv; every trial file must exist and load."""
+    where = {}
+    for n, (_, enrol, test) in enumerate(trials, 1):
+        for rel in (enrol, test):
+            if rel in where:
+                continue
+            hits = [d for d in folders if os.path.isfile(os.path.join(d, "wav", rel))]
+            if not hits:
+                raise FileNotFoundError(
+                    f"trial {n} names {rel}, which is not under "
+                    + " or ".join(os.path.join(d, "wav") for d in folders)
+                )
+            where[rel] = os.path.join(hits[0], "wav", rel)
+    records = scan_audio(list(where.values()), sample_rate, amp_th=1e-5, num_workers=num_workers)
+    raise_on_format_errors(records, sample_rate, "trial")
+    for path, _, status, detail in records:
+        if status != "ok":
+            raise RuntimeError(f"trial file {path} is {status}: {detail}")
+    frames = {p: n for p, n, _, _ in records}
+    rows = {}
+    for rel, path in where.items():
+        n = frames[path]
+        rows[rel] = dict(
+            ID=os.path.splitext(rel)[0], duration=n / sample_rate, wav=path,
+            start=0, stop=n, spk_id=rel.split("/")[0],
+        )
+    enrol = [rows[r] for r in sorted({t[1] for t in trials})]
+    test = [rows[r] for r in sorted({t[2] for t in trials})]
+    return enrol, test
+
+
+def prepare_voxceleb(
+    data_folder, save_folder, verification_pairs_file, splits=("train", "test"),
+    split_ratio=(90, 10), amp_th=5e-4, sample_rate=16000, seed=1234,
+    num_workers=None, skip_prep=False,
+):
+    """Writes the VoxCeleb CSVs (see module docstring).
+
+    Arguments
+    ---------
+    data_folder : str
+        Folder(s) holding ``wav/``; comma-separated for several.
+    save_folder : str
+        Where the CSVs go.
+    verification_pairs_file : str
+        Trial list (``veri_test2.txt`` format); its speakers leave training.
+    splits : sequence
+        Any of "train", "dev", "test". "dev" holds out ``split_ratio[1]`` % of
+        the training utterances (same speakers, as in SpeechBrain).
+    amp_th : float or None
+        Training files whose mean |x| is below this are skipped as silent
+        (None: no check, only headers are read).
+    skip_prep : bool
+        Do nothing.
+    """
+    if skip_prep:
+        return
+    folders = [d.strip() for d in str(data_folder).split(",") if d.strip()]
+    options = dict(
+        data_folder=folders, splits=sorted(splits), split_ratio=list(split_ratio),
+        amp_th=amp_th, sample_rate=sample_rate, seed=seed,
+        trials=os.path.abspath(verification_pairs_file),
+        trials_mtime=os.path.getmtime(verification_pairs_file),
+    )
+    opt_file = os.path.join(save_folder, "prep_options.json")
+    outputs = {"train": ["train.csv"], "dev": ["dev.csv"], "test": ["enrol.csv", "test.csv"]}
+    wanted = [os.path.join(save_folder, f) for s in splits for f in outputs[s]]
+    if all(map(os.path.isfile, wanted)) and os.path.isfile(opt_file):
+        with open(opt_file) as f:
+            if json.load(f) == options:
+                logger.info("VoxCeleb CSVs in %s are up to date, skipping prep", save_folder)
+                return
+    os.makedirs(save_folder, exist_ok=True)
+    trials = read_trial_file(verification_pairs_file)
+
+    if "train" in splits or "dev" in splits:
+        held_out = {t[k].split("/")[0] for t in trials for k in (1, 2)}
+        files = []
+        for d in folders:
+            found = sorted(glob.glob(os.path.join(d, "wav", "*", "*", "*.wav")))
+            if not found:
+                raise FileNotFoundError(f"no wav/<spk>/<recording>/<utt>.wav under {d}")
+            files += [(d, os.path.relpath(p, os.path.join(d, "wav"))) for p in found]
+        files = [f for f in files if f[1].split(os.sep)[0] not in held_out]
+        records = scan_audio([os.path.join(d, "wav", r) for d, r in files], sample_rate, amp_th, num_workers)
+        raise_on_format_errors(records, sample_rate, "training")
+        rows, skipped = [], []
+        for (d, rel), (path, n, status, detail) in zip(files, records):
+            if status != "ok":
+                skipped.append(dict(wav=path, reason=status, detail=detail))
+                continue
+            spk, rec, stem = _utt_parts(rel)
+            rows.append(dict(
+                ID=stem, duration=n / sample_rate, wav=path, start=0, stop=n,
+                spk_id=spk, rec_id=rec,
+            ))
+        _write_csv(os.path.join(save_folder, "skipped.csv"), ["wav", "reason", "detail"], skipped)
+        if skipped:
+            logger.warning(
+                "skipped %d unreadable/silent training file(s), listed in %s",
+                len(skipped), os.path.join(save_folder, "skipped.csv"),
+            )
+        if not rows:
+            raise RuntimeError(f"no usable training utterance in {folders}")
+        dev = []
+        if "dev" in splits:
+            order = list(range(len(rows)))
+            random.Random(seed).shuffle(order)
+            n_dev = int(len(rows) * split_ratio[1] / 100)
+            dev_ids = set(order[:n_dev])
+            dev = [r for i, r in enumerate(rows) if i in dev_ids]
+            rows = [r for i, r in enumerate(rows) if i not in dev_ids]
+            _write_csv(os.path.join(save_folder, "dev.csv"), TEST_FIELDS + ["rec_id"], dev)
+        for i, row in enumerate(rows):
+            row["utt_index"] = i
+        _write_csv(os.path.join(save_folder, "train.csv"), FIELDS, rows)
+        logger.info(
+            "train.csv: %d utterances, %d speakers, %d recordings (%d trial speakers held out)",
+            len(rows), len({r["spk_id"] for r in rows}), len({r["rec_id"] for r in rows}), len(held_out),
+        )
+
+    if "test" in splits:
+        enrol, test = _trial_rows(trials, folders, sample_rate, num_workers)
+        _write_csv(os.path.join(save_folder, "enrol.csv"), TEST_FIELDS, enrol)
+        _write_csv(os.path.join(save_folder, "test.csv"), TEST_FIELDS, test)
+
+    with open(opt_file, "w") as f:
+        json.dump(options, f, indent=1)

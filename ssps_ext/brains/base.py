@@ -1,0 +1,273 @@
+"""``SSLBrain``: what SimCLR and DINO share on top of ``speechbrain.Brain``.
+
+- features (Fbank + sentence mean normalisation) and the ECAPA encoder;
+- per-view augmentation switched by the ``augment`` boolean;
+- schedules recomputed every step from the restored training clock;
+- per-epoch statistics (all-reduced), train log, end-of-epoch checkpoints;
+- warm start from another run's checkpoint (``init_from``), which is how an
+  SSPS run resumes a base SSL run with its schedules continuing;
+- verification on a trial list (``evaluate_verification``).
+
+Subclasses implement ``compute_forward`` / ``compute_objectives`` and
+``embedding_encoder`` (the network whose output is the speaker embedding).
+"""
+
+import logging
+import os
+
+import speechbrain as sb
+import torch
+from tqdm import tqdm
+from speechbrain.nnet.schedulers import update_learning_rate
+from speechbrain.utils.checkpoints import Checkpointer
+
+from .. import distributed as dist
+from ..verification import evaluate_trials
+
+logger = logging.getLogger(__name__)
+
+
+def unwrap(module):
+    """The module inside a DDP / DataParallel wrapper (or itself)."""
+    return getattr(module, "module", module)
+
+
+class SSLBrain(sb.Brain):
+    """Base Brain for self-supervised speaker-embedding training."""
+
+    # ---------------------------------------------------------------- model
+    def encode(self, wavs, encoder=None, lengths=None):
+        """(N, T) waveforms -> (N, D) representations.
+
+        ``lengths`` are relative (SpeechBrain convention); None = all full.
+        """
+        if lengths is None:
+            lengths = torch.ones(wavs.shape[0], device=wavs.device)
+        feats = self.modules.compute_features(wavs)  # (N, frames, mels)
+        feats = self.modules.mean_var_norm(feats, lengths)
+        encoder = self.modules.encoder if encoder is None else encoder
+        return encoder(feats, lengths).squeeze(1)  # ECAPA: (N, 1, D) -> (N, D)
+
+    def augment(self, wavs):
+        """Augments one view (N, T) when the ``augment`` key is True."""
+        return self.hparams.view_augment(wavs) if self.hparams.augment else wavs
+
+    def embedding_encoder(self):
+        """Unwrapped encoder that produces evaluation embeddings."""
+        return unwrap(self.modules.encoder)
+
+    # ---------------------------------------------------------------- SSPS
+    @property
+    def ssps(self):
+        return self.hparams.ssps
+
+    def ssps_layout(self):
+        """(D_emb, V) of the Q' rows; subclasses define their positive branch."""
+        raise TypeError(f"{type(self).__name__} does not support SSPS")
+
+    def prepare_training(self, train_set):
+        """Sizes the SSPS queues from the training set (train.py, before fit).
+
+        Speaker and recording labels are read from the manifest for the
+        diagnostics only.
+        """
+        if self.ssps is None:
+            return
+        rows = sorted(train_set.data.values(), key=lambda r: int(r["utt_index"]))
+        if [int(r["utt_index"]) for r in rows] != list(range(len(rows))):
+            raise ValueError("train.csv: utt_index must number the utterances 0..N-1; re-run data preparation")
+
+        def codes(column):
+            if column not in rows[0]:
+                return None
+            names = {}
+            return torch.tensor([names.setdefault(r[column], len(names)) for r in rows])
+
+        emb_dim, views = self.ssps_layout()
+        self.ssps.setup(
+            n_utterances=len(rows),
+            global_batch=self.hparams.batch_size * dist.world_size(),
+            repr_dim=self.hparams.emb_dim, emb_dim=emb_dim, n_views=views,
+            speakers=codes("spk_id"), recordings=codes("rec_id"),
+        )
+        self.ssps.to(self.device)
+
+    def ssps_active(self, write=False):
+        """SSPS writes its queues (``write``) / samples during this epoch."""
+        if self.ssps is None:
+            return False
+        return self.ssps.writes(self.epoch) if write else self.ssps.samples(self.epoch)
+
+    def reference_encoder(self):
+        """Network that encodes the SSPS reference (SimCLR: the online encoder)."""
+        return unwrap(self.modules.encoder)
+
+    @torch.no_grad()
+    def encode_reference(self, wavs):
+        """Clean reference crops (b, T) -> L2-normalised y-hat (b, D_repr),
+        encoded in eval mode (BatchNorm running statistics), no gradient."""
+        encoder = self.reference_encoder()
+        mode = encoder.training
+        encoder.eval()
+        y = self.encode(wavs, encoder)
+        encoder.train(mode)
+        return torch.nn.functional.normalize(y, dim=-1)
+
+    @torch.no_grad()
+    def fill_ssps_queues(self):
+        """One eval-mode, no-grad pass over the training set that writes both
+        queues (the reference code's buffer-snapshot step), used when SSPS
+        starts from a checkpoint whose queues were never written."""
+        kwargs = dict(self.train_loader_kwargs)
+        if dist.is_distributed():
+            kwargs.pop("shuffle", None)
+            kwargs["sampler"] = torch.utils.data.DistributedSampler(self.train_set, shuffle=True, drop_last=True)
+        loader = sb.dataio.dataloader.make_dataloader(self.train_set, **kwargs)
+        self.modules.eval()
+        for batch in tqdm(loader, desc="SSPS queue fill", disable=self.noprogressbar or dist.rank() != 0):
+            ref = self.encode_reference(batch.ref.data.to(self.device)[:, 0])
+            self.ssps.update(batch.index.data.to(self.device), ref, self.ssps_fill_embeddings(batch))
+        self.modules.train()
+        logger.info("SSPS: filled Q-hat (%d rows) and Q' (%d rows)", self.ssps.ref_queue.size, self.ssps.pos_queue.size)
+
+    def ssps_fill_embeddings(self, batch):
+        """(V, b, D_emb) positive-branch embeddings of a batch, eval mode."""
+        raise TypeError(f"{type(self).__name__} does not support SSPS")
+
+    # ---------------------------------------------------------------- clock
+    @property
+    def epoch(self):
+        return self.hparams.epoch_counter.current
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+        if stage == sb.Stage.TRAIN and ckpt_prefix is not None:
+            self.train_set, self.train_loader_kwargs = dataset, loader_kwargs
+            self.steps_per_epoch = len(loader)
+        return loader
+
+    def schedule(self, scheduler):
+        """Value of a schedule at the upcoming optimiser step."""
+        return scheduler(self.epoch, self.optimizer_step, self.steps_per_epoch)
+
+    def on_fit_batch_start(self, batch, should_step):
+        self.lr = self.schedule(self.hparams.lr_schedule)
+        update_learning_rate(self.optimizer, self.lr)
+
+    # ---------------------------------------------------------------- start
+    def on_fit_start(self):
+        fresh = self.checkpointer is None or self.checkpointer.find_checkpoint() is None
+        super().on_fit_start()
+        if fresh and self.hparams.init_from:
+            self.warm_start(self.hparams.init_from)
+
+    def warm_start(self, folder):
+        """Loads the latest end-of-epoch checkpoint of another run.
+
+        Everything registered with this run's Checkpointer is restored
+        (modules, optimizer, epoch counter, step counters...) except the
+        training data-loader position and the state listed in
+        ``warm_start_exclude`` (e.g. SSPS queues, whose sizes belong to the
+        new run), so learning-rate and EMA schedules continue.
+        """
+        skip = {"dataloader-TRAIN", *self.hparams.warm_start_exclude}
+        recoverables = {k: v for k, v in self.checkpointer.recoverables.items() if k not in skip}
+        ckpt = Checkpointer(folder, recoverables).recover_if_possible(
+            ckpt_predicate=lambda c: c.meta.get("end-of-epoch", True)
+        )
+        if ckpt is None:
+            raise FileNotFoundError(f"init_from: no checkpoint in {folder}")
+        logger.info("warm start from %s (epoch %d)", ckpt.path, self.epoch)
+
+    # ---------------------------------------------------------------- stats
+    def record(self, **stats):
+        """Accumulates detached per-step statistics (tensors, no sync)."""
+        for name, value in stats.items():
+            total, count = self._stats.get(name, (0.0, 0))
+            self._stats[name] = (total + value.detach().float(), count + 1)
+
+    def epoch_stats(self):
+        """Means of the recorded statistics over the epoch and all ranks."""
+        names = sorted(self._stats)
+        if not names:
+            return {}
+        sums = torch.stack([torch.as_tensor(self._stats[n][0], device=self.device) for n in names])
+        counts = torch.tensor([self._stats[n][1] for n in names], device=self.device, dtype=torch.float)
+        sums, counts = dist.all_reduce_sum(sums), dist.all_reduce_sum(counts)
+        return {n: float(s / max(c, 1)) for n, s, c in zip(names, sums, counts)}
+
+    def on_stage_start(self, stage, epoch=None):
+        self._stats, self.lr = {}, None
+        if stage == sb.Stage.TRAIN:
+            self.hparams.view_augment.reset_sources()
+            self.on_train_epoch_start(epoch)
+
+    def on_train_epoch_start(self, epoch):
+        """SSPS epochs start with k-means on Q-hat (after a fill pass if the
+        queues were never written, e.g. resuming a plain SSL checkpoint)."""
+        if not self.ssps_active():
+            return
+        if not self.ssps.ref_queue.filled:
+            self.fill_ssps_queues()
+        self.record(**self.ssps.cluster(epoch))
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage != sb.Stage.TRAIN:
+            return
+        stats = self.epoch_stats()
+        self.hparams.train_logger.log_stats(
+            stats_meta={"epoch": epoch, "lr": self.lr}, train_stats=stats
+        )
+        self.checkpointer.save_and_keep_only(
+            meta={"epoch": int(epoch), "loss": float(stats.get("loss", stage_loss))},
+            num_to_keep=self.hparams.keep_checkpoints,
+        )
+
+    # ---------------------------------------------------------------- DDP
+    def _wrap_distributed(self):
+        """SpeechBrain's DDP wrapping, with SyncBatchNorm only on CUDA
+        (it cannot run on CPU, where gloo is used for tests)."""
+        if self.distributed_launch and not str(self.device).startswith("cuda"):
+            for name, module in self.modules.items():
+                if any(p.requires_grad for p in module.parameters()):
+                    self.modules[name] = torch.nn.parallel.DistributedDataParallel(
+                        module, find_unused_parameters=self.find_unused_parameters
+                    )
+            return
+        super()._wrap_distributed()
+
+    # ---------------------------------------------------------------- eval
+    def load_for_evaluation(self, checkpoint=None):
+        """Loads ``checkpoint`` (a ``CKPT+...`` folder of any run with the
+        same recoverables) or this run's latest one; returns its path."""
+        if checkpoint:
+            if not os.path.isfile(os.path.join(checkpoint, "CKPT.yaml")):
+                raise FileNotFoundError(f"eval_checkpoint {checkpoint} is not a CKPT+... checkpoint folder")
+            folder = Checkpointer(os.path.dirname(os.path.abspath(checkpoint)), self.checkpointer.recoverables)
+            ckpt = next(c for c in folder.list_checkpoints() if os.path.samefile(c.path, checkpoint))
+            folder.load_checkpoint(ckpt)
+        else:
+            ckpt = self.checkpointer.recover_if_possible()
+            if ckpt is None:
+                raise FileNotFoundError(f"no checkpoint to evaluate in {self.checkpointer.checkpoints_dir}")
+        return str(ckpt.path)
+
+    def evaluate_verification(self, utterances, trials_file, out_json, checkpoint=None):
+        """Scores ``trials_file`` with full-utterance cosine similarity.
+
+        Writes ``out_json`` (EER %, minDCF_0.01, minDCF_0.05, n_trials,
+        trials_file, checkpoint) and ``scores.txt`` beside it; returns the dict.
+        """
+        ckpt_path = self.load_for_evaluation(checkpoint)
+        encoder = self.embedding_encoder()
+        self.modules.eval()
+
+        def embed(wavs, lengths):
+            return self.encode(wavs, encoder, lengths)
+
+        return evaluate_trials(
+            embed, utterances, trials_file, out_json, self.device,
+            batch_size=self.hparams.eval_batch_size,
+            extra={"checkpoint": ckpt_path},
+            progressbar=not self.noprogressbar,
+        )

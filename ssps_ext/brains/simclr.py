@@ -1,0 +1,63 @@
+"""``SimCLRBrain``: SimCLR / NT-Xent-AM speaker embeddings, optionally with SSPS.
+
+Per step (paper section 2.1.1 and Fig. 1):
+  x, x'   two random 2-s crops of each utterance, augmented independently;
+  y, y'   ECAPA-TDNN representations (512-d); z = g(y) if a projector is
+          configured (the paper uses none, so z = y);
+  loss    NT-Xent(-AM) between Z and Z'.
+With SSPS (``ssps`` not null), Z' rows are replaced by pseudo-positives drawn
+from the memory queue Q' before the loss (see ``ssps_ext.ssps``).
+"""
+
+import torch
+
+from .base import SSLBrain
+
+
+class SimCLRBrain(SSLBrain):
+    """Brain for SimCLR-style contrastive training (with SSPS when enabled)."""
+
+    def compute_forward(self, batch, stage):
+        views = batch.views.data.to(self.device)  # (b, 2, T)
+        b = views.shape[0]
+        x = torch.cat([self.augment(views[:, 0]), self.augment(views[:, 1])])  # (2b, T)
+        y = self.encode(x)  # (2b, D_repr)
+        z = y if self.hparams.projector is None else self.modules.projector(y)
+        z1, z2 = z[:b], z[b:]  # (b, D_emb) each
+        ref = self.reference_representations(batch)
+        return z1, z2, ref
+
+    def reference_representations(self, batch):
+        """SSPS reference Y-hat (b, D_repr), or None without SSPS."""
+        if self.hparams.ssps is None or not self.ssps_active(write=True):
+            return None
+        return self.encode_reference(batch.ref.data.to(self.device)[:, 0])
+
+    def ssps_layout(self):
+        emb = self.hparams.emb_dim if self.hparams.projector is None else self.hparams.projector_dim
+        return emb, 1
+
+    def ssps_fill_embeddings(self, batch):
+        x = self.augment(batch.views.data.to(self.device)[:, 1])
+        y = self.encode(x)
+        z = y if self.hparams.projector is None else self.modules.projector(y)
+        return z[None]  # (1, b, D_emb)
+
+    def ssps_step(self, indices, ref, z1, z2):
+        """sample -> substitute view 2 -> write the originals (paper Fig. 1)."""
+        z2_pos = z2
+        if self.ssps_active():
+            slots, stats = self.ssps.sample(indices, ref)
+            z2_pos = self.ssps.substitute(z2, slots)
+            self.record(**stats)
+        self.ssps.update(indices, ref, z2.detach()[None])
+        return z2_pos
+
+    def compute_objectives(self, predictions, batch, stage):
+        z1, z2, ref = predictions
+        z2_pos = z2
+        if ref is not None:
+            z2_pos = self.ssps_step(batch.index.data.to(self.device), ref, z1, z2)
+        loss = self.hparams.loss(z1, z2_pos)
+        self.record(loss=loss, accuracy=self.hparams.loss.accuracy(z1.detach(), z2_pos.detach()))
+        return loss

@@ -1,0 +1,111 @@
+"""Audio loading, random crops and SpeechBrain datasets for SSL training.
+
+Training items carry groups of random crops taken from one utterance, e.g.
+SimCLR ``{"views": (2, 2.0)}`` (two 2-s crops), DINO ``{"global_views":
+(2, 4.0), "local_views": (4, 2.0)}``, plus the clean SSPS reference
+``{"ref": (1, 4.0)}``. Each crop starts uniformly at random, independently of
+the others. An utterance shorter than the longest crop is wrap-padded
+(repeated from its start), as in the reference code and VoxCeleb practice.
+"""
+
+import logging
+
+import speechbrain as sb
+import torch
+from speechbrain.dataio import audio_io
+
+logger = logging.getLogger(__name__)
+
+
+def load_utterance(path, sample_rate=16000):
+    """Reads a mono wav as a float32 tensor (T,), with checks that name the file.
+
+    Raises
+    ------
+    RuntimeError if the file is missing or unreadable; ValueError if it is not
+    mono or not at ``sample_rate`` (no silent resampling or down-mixing).
+    """
+    wav, sr = audio_io.load(path, dtype=torch.float32)  # (C, T)
+    if sr != sample_rate:
+        raise ValueError(
+            f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz; "
+            "resample the corpus first (e.g. sox in.wav -r 16000 out.wav)"
+        )
+    if wav.shape[0] != 1:
+        raise ValueError(
+            f"{path}: {wav.shape[0]} channels, expected mono; "
+            "down-mix the corpus first (e.g. sox in.wav -c 1 out.wav)"
+        )
+    if wav.shape[1] == 0:
+        raise ValueError(f"{path}: empty audio file")
+    return wav[0]
+
+
+def wrap_pad(wav, length):
+    """Repeats ``wav`` (T,) from its start until it has at least ``length``."""
+    if wav.shape[0] >= length:
+        return wav
+    reps = -(-length // wav.shape[0])  # ceil division
+    return wav.repeat(reps)[:length]
+
+
+def random_crops(wav, length, n):
+    """``n`` independent uniformly placed crops of ``length`` samples: (n, length)."""
+    wav = wrap_pad(wav, length)
+    starts = torch.randint(0, wav.shape[0] - length + 1, (n,))
+    idx = starts[:, None] + torch.arange(length)[None, :]  # (n, length)
+    return wav[idx]
+
+
+def crop_pipeline(crops, sample_rate=16000):
+    """Builds ``wav -> (crop groups...)`` for ``DynamicItemDataset``.
+
+    Arguments
+    ---------
+    crops : dict
+        group name -> (number of crops, seconds).
+
+    Returns
+    -------
+    func, provides : the pipeline function and the list of group names.
+    """
+    groups = [(k, int(n), int(round(s * sample_rate))) for k, (n, s) in crops.items()]
+
+    def pipeline(wav):
+        sig = load_utterance(wav, sample_rate)
+        out = [random_crops(sig, length, n) for _, n, length in groups]
+        return out[0] if len(out) == 1 else tuple(out)
+
+    return pipeline, [k for k, _, _ in groups]
+
+
+def train_dataset(csv_path, crops, sample_rate=16000):
+    """Training set with crop groups and the integer utterance index."""
+    data = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path)
+    func, provides = crop_pipeline(crops, sample_rate)
+    sb.dataio.dataset.add_dynamic_item([data], func, takes="wav", provides=provides)
+    sb.dataio.dataset.add_dynamic_item(
+        [data], lambda i: int(i), takes="utt_index", provides="index"
+    )
+    data.set_output_keys(["id", "index", *provides])
+    return data
+
+
+def utterance_dataset(csv_paths, sample_rate=16000):
+    """Full-length utterances (for embedding extraction), one row per ID.
+
+    Several CSVs (e.g. enrol and test) are merged and de-duplicated by ID.
+    """
+    rows = {}
+    for path in csv_paths:
+        data = sb.dataio.dataio.load_data_csv(path)
+        rows.update(data)
+    data = sb.dataio.dataset.DynamicItemDataset(rows)
+    sb.dataio.dataset.add_dynamic_item(
+        [data],
+        lambda wav: load_utterance(wav, sample_rate),
+        takes="wav",
+        provides="sig",
+    )
+    data.set_output_keys(["id", "sig"])
+    return data

@@ -1,0 +1,246 @@
+"""``SSPS``: Self-Supervised Positive Sampling (Lepage & Dehak, Interspeech 2025).
+
+"SSPS: Self-Supervised Positive Sampling for Robust Self-Supervised Speaker
+Verification" (arXiv:2505.14561). For an anchor utterance i, instead of a
+second crop of u_i, the positive is the stored embedding q'_pos(i) of another
+utterance of (presumably) the same speaker but another recording:
+
+    c-hat_i = c_i (M = 0)  or  sample(C_{c_i}), C_k = top-M_{j != k} sim(m_k, m_j)
+    pos(i)  = sample(S_{c-hat_i} restricted to Q'), else fall back to z'_i
+
+State (all buffers, checkpointed, outside DDP): Q-hat (``ref_queue``), Q'
+(``pos_queue``), the utterance -> cluster table from the last k-means, the
+centroids and the nearby-cluster table. A step is sample -> substitute ->
+update (the originals go into the queues, all-gathered over ranks).
+"""
+
+import logging
+
+import torch
+from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+
+from .. import distributed as dist
+from .diagnostics import kmeans_nmi, sampling_stats
+from .kmeans import spherical_kmeans
+from .queue import RingQueue
+from .sampling import QueueClusters, choose_clusters, draw_slots, nearby_clusters, nearest_neighbour_slots
+
+logger = logging.getLogger(__name__)
+SAMPLINGS = ("kmeans-repr", "kmeans-centroid", "nn")
+
+
+@register_checkpoint_hooks
+class SSPS(torch.nn.Module):
+    """Pseudo-positive sampler with its memory queues and clustering.
+
+    Arguments
+    ---------
+    K : int
+        Number of k-means clusters (paper: 25,000 with M = 1, 6,000 with M = 0).
+    M : int
+        Neighbouring clusters to sample from; 0 = the anchor's own cluster.
+    start_epoch : int
+        First epoch that samples pseudo-positives (1-based, SpeechBrain's
+        epoch counter). The queues are written from ``start_epoch - 1``.
+    sampling : str
+        "kmeans-repr" (the paper's SSPS), "kmeans-centroid" (the positive is
+        the centroid of c-hat) or "nn" (SSPS-NN: one of ``nn_k`` nearest
+        references).
+    pos_queue_size : int or None
+        |Q'| before rounding down to a multiple of the global batch; None = K.
+    kmeans_iters : int
+        Lloyd iterations (paper: 10).
+    kmeans_backend : str
+        "auto", "faiss-gpu", "faiss-cpu" or "torch".
+    cluster_prob : str
+        "uniform" or "exp" weighting of the M candidate clusters.
+    exp_lambda : float
+        Decay of the "exp" weighting.
+    nn_k : int
+        Neighbours considered by "nn".
+    exclude_same_recording : bool
+        Never draw a pseudo-positive from the anchor's recording (needs the
+        ``rec_id`` column; an extension, off in the paper).
+    seed : int
+        Seeds k-means initialisation and the draws.
+    """
+
+    def __init__(
+        self, K=25000, M=1, start_epoch=101, sampling="kmeans-repr", pos_queue_size=None,
+        kmeans_iters=10, kmeans_backend="auto", cluster_prob="uniform", exp_lambda=0.7,
+        nn_k=1, exclude_same_recording=False, seed=0,
+    ):
+        super().__init__()
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"SSPS sampling {sampling!r} not in {SAMPLINGS}")
+        if K < 1 or M < 0:
+            raise ValueError(f"SSPS needs K >= 1 and M >= 0, got K={K}, M={M}")
+        if sampling != "nn" and M >= K:
+            raise ValueError(f"SSPS: M = {M} neighbouring clusters needs M < K = {K}")
+        self.K, self.M, self.start_epoch, self.sampling = K, M, start_epoch, sampling
+        self.pos_queue_size = pos_queue_size or K
+        self.kmeans_iters, self.kmeans_backend = kmeans_iters, kmeans_backend
+        self.cluster_prob, self.exp_lambda, self.nn_k = cluster_prob, exp_lambda, nn_k
+        self.exclude_same_recording, self.seed = exclude_same_recording, seed
+        self.generator = torch.Generator().manual_seed(seed + dist.rank())
+        self.ready = False
+
+    # ------------------------------------------------------------ set-up
+    def setup(self, n_utterances, global_batch, repr_dim, emb_dim, n_views=1, speakers=None, recordings=None):
+        """Allocates the queues for a training set (called before ``fit``).
+
+        Arguments
+        ---------
+        n_utterances : int, N (utterance indices are 0..N-1).
+        global_batch : int, B (batch size x processes): queue sizes are
+            rounded down to multiples of B, as in the reference code.
+        repr_dim, emb_dim : dimensions of y-hat (Q-hat) and z' (Q').
+        n_views : embeddings stored per Q' row (SimCLR 1, DINO 2).
+        speakers, recordings : optional (N,) int labels, diagnostics only
+            (``recordings`` is also what ``exclude_same_recording`` uses).
+        """
+        if self.K > n_utterances:
+            raise ValueError(f"SSPS: K = {self.K} clusters but the training set has only {n_utterances} utterances")
+        if self.exclude_same_recording and recordings is None:
+            raise ValueError("SSPS exclude_same_recording needs the rec_id column in train.csv")
+        if self.sampling == "kmeans-centroid" and emb_dim != repr_dim:
+            raise ValueError(
+                f"SSPS kmeans-centroid substitutes centroids ({repr_dim}-d) for embeddings ({emb_dim}-d); "
+                "it only works without a projector"
+            )
+        pos = self.pos_queue_size - self.pos_queue_size % global_batch
+        ref = n_utterances - n_utterances % global_batch
+        if self.sampling == "nn":
+            ref = pos  # Q-hat and Q' are written in lockstep, slot for slot
+        if pos <= 0 or ref <= 0:
+            raise ValueError(f"SSPS queues would be empty: |Q'| = {pos}, |Q-hat| = {ref} with global batch {global_batch}")
+        self.ref_queue = RingQueue(ref, repr_dim)
+        self.pos_queue = RingQueue(pos, emb_dim, n_views)
+        self.register_buffer("assignments", torch.full((n_utterances,), -1, dtype=torch.long))
+        self.register_buffer("centroids", torch.zeros(self.K, repr_dim))
+        self.register_buffer("nearby", torch.zeros(self.K, max(self.M, 1), dtype=torch.long))
+        self.register_buffer("clustered_epoch", torch.tensor(-1))
+        for name, labels in (("speakers", speakers), ("recordings", recordings)):
+            self.register_buffer(name, None if labels is None else torch.as_tensor(labels).long(), persistent=False)
+        self.ready = True
+        logger.info("SSPS queues: |Q-hat| = %d x %d, |Q'| = %d x %d x %d", ref, repr_dim, n_views, pos, emb_dim)
+
+    def writes(self, epoch):
+        """Queues are written from epoch start_epoch - 1."""
+        return self.ready and epoch >= self.start_epoch - 1
+
+    def samples(self, epoch):
+        return self.ready and epoch >= self.start_epoch
+
+    # ------------------------------------------------------------ epoch
+    @torch.no_grad()
+    def cluster(self, epoch):
+        """k-means on Q-hat (once per epoch, skipped on an intra-epoch resume).
+
+        Returns diagnostics (NMI with speaker / recording labels, if any).
+        """
+        if self.sampling == "nn" or int(self.clustered_epoch) == epoch:
+            return {}
+        written = self.ref_queue.indices >= 0
+        if int(written.sum()) < self.K:
+            raise ValueError(f"SSPS: K = {self.K} clusters but Q-hat holds only {int(written.sum())} references")
+        utts = self.ref_queue.indices[written]
+        centroids, labels = spherical_kmeans(
+            self.ref_queue.embeddings[0][written], self.K, self.kmeans_iters,
+            seed=self.seed + epoch, backend=self.kmeans_backend,
+        )
+        dist.broadcast(centroids), dist.broadcast(labels)  # identical on every rank
+        # scatter in write order (oldest first) so a duplicate keeps its newest label
+        order = torch.argsort(self.ref_queue.recency()[written])
+        self.assignments.fill_(-1)
+        self.assignments[utts[order]] = labels[order]
+        self.centroids.copy_(centroids)
+        self.nearby.copy_(nearby_clusters(centroids, self.M))
+        self.clustered_epoch.fill_(epoch)
+        return kmeans_nmi(self.assignments, self.speakers, self.recordings)
+
+    # ------------------------------------------------------------ step
+    @torch.no_grad()
+    def sample(self, indices, ref=None):
+        """Pseudo-positive Q' slot per anchor (-1: keep own positive).
+
+        Arguments
+        ---------
+        indices : (b,) utterance indices of the anchors.
+        ref : (b, D_repr) reference representations (used by "nn").
+
+        Returns
+        -------
+        slots : (b,) long; stats : dict of 0-d tensors (diagnostics).
+        """
+        if self.sampling == "nn":
+            slots = nearest_neighbour_slots(
+                ref, indices, self.ref_queue.embeddings[0], self.ref_queue.indices, self.nn_k, self.generator
+            )
+            pool = (slots >= 0).long() * self.nn_k
+        else:
+            chosen = choose_clusters(
+                self.assignments[indices], self.nearby, self.cluster_prob, self.exp_lambda, self.generator
+            )
+            if self.sampling == "kmeans-centroid":
+                return chosen, {"ssps_coverage": (chosen >= 0).float().mean()}
+            exclude = self.recordings if self.exclude_same_recording else None
+            queue = QueueClusters(self.pos_queue.indices, self.pos_queue.recency(), self.assignments, exclude)
+            anchor_rec = None if exclude is None else exclude[indices]
+            slots, pool = draw_slots(chosen, queue, self.generator, anchor_rec)
+        partner = torch.where(slots >= 0, self.pos_queue.indices[slots.clamp(min=0)], -1)
+        return slots, sampling_stats(indices, partner, pool, self.speakers, self.recordings)
+
+    def substitute(self, embeddings, slots, view=0):
+        """Rows with a slot take the stored Q' embedding (a detached copy).
+
+        Arguments
+        ---------
+        embeddings : (b, D_emb) positive-branch embeddings of one view.
+        slots : (b,) from ``sample`` (cluster ids for "kmeans-centroid").
+        view : which stored view of the Q' row to use.
+        """
+        if self.sampling == "kmeans-centroid":
+            stored = self.centroids[slots.clamp(min=0)]
+        else:
+            stored = self.pos_queue.embeddings[view][slots.clamp(min=0)]
+        return torch.where((slots >= 0)[:, None], stored.to(embeddings.dtype), embeddings)
+
+    @torch.no_grad()
+    def update(self, indices, ref, embeddings):
+        """Writes the global batch into both queues (after sampling).
+
+        Arguments
+        ---------
+        indices : (b,) utterance indices; ref : (b, D_repr) normalised y-hat;
+        embeddings : (V, b, D_emb) original positive-branch embeddings.
+        """
+        indices = dist.gather(indices)
+        self.ref_queue.write(indices, dist.gather(ref)[None])
+        gathered = torch.stack([dist.gather(e) for e in embeddings.detach()])  # (V, B, D)
+        self.pos_queue.write(indices, gathered)
+
+    # ------------------------------------------------------------ checkpoint
+    @mark_as_saver
+    def _save(self, path):
+        torch.save({"state": self.state_dict(), "generator": self.generator.get_state()}, path)
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch=True):
+        saved = torch.load(path, map_location="cpu")
+        mine = self.state_dict()
+        wrong = [
+            f"{name} {tuple(tensor.shape)} vs {tuple(mine[name].shape)}"
+            for name, tensor in saved["state"].items()
+            if name in mine and mine[name].shape != tensor.shape
+        ]
+        if wrong:
+            raise ValueError(
+                f"SSPS checkpoint {path} does not fit this run (saved vs needed: {'; '.join(wrong)}): "
+                "the training set, batch size, K or embedding size changed; start SSPS from the "
+                "base run with init_from instead of resuming this checkpoint"
+            )
+        self.load_state_dict(saved["state"])
+        self.generator.set_state(saved["generator"])
+        if dist.rank() > 0:
+            self.generator.manual_seed(self.seed + dist.rank() + int(self.pos_queue.n_written))

@@ -1,0 +1,133 @@
+"""Spherical k-means on L2-normalised rows (SSPS paper section 2.2.2).
+
+Lloyd iterations with cosine similarity, as in the reference code (adapted
+there from SwAV / DeepCluster-v2):
+- init: K distinct random rows, drawn from a seeded generator so that every
+  process draws the same ones;
+- E-step: each row goes to the centroid with the largest dot product;
+- M-step: mean of the members, re-normalised; an empty cluster keeps its
+  previous centroid;
+- ``n_iter`` M-steps and ``n_iter + 1`` E-steps (the last one gives labels).
+
+The E-step, which dominates (N x K x D), has three interchangeable backends
+behind ``spherical_kmeans``: faiss on GPU, faiss on CPU, or plain torch
+(chunked matmul on the input's device). The M-step is a vectorised
+``index_add_``/``bincount`` in torch for all of them, so the backends agree
+up to ties.
+"""
+
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+BACKENDS = ("auto", "faiss-gpu", "faiss-cpu", "torch")
+
+
+def _faiss():
+    try:
+        import faiss
+
+        return faiss
+    except ImportError:
+        return None
+
+
+def available_backends():
+    """Backends usable on this machine, fastest first."""
+    faiss, out = _faiss(), []
+    if faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        out.append("faiss-gpu")
+    if faiss is not None:
+        out.append("faiss-cpu")
+    return out + ["torch"]
+
+
+def resolve_backend(backend, device):
+    """``auto`` -> faiss-gpu for CUDA tensors when available, torch on CUDA
+    otherwise; faiss-cpu for CPU tensors when installed, torch otherwise."""
+    if backend not in BACKENDS:
+        raise ValueError(f"kmeans backend {backend!r} not in {BACKENDS}")
+    available = available_backends()
+    if backend == "auto":
+        cuda = torch.device(device).type == "cuda"
+        if cuda:
+            return "faiss-gpu" if "faiss-gpu" in available else "torch"
+        return "faiss-cpu" if "faiss-cpu" in available else "torch"
+    if backend not in available:
+        raise RuntimeError(f"kmeans backend {backend!r} is not available here (have {available})")
+    return backend
+
+
+class _TorchAssign:
+    """Nearest centroid by chunked matmul on the data's device."""
+
+    def __init__(self, chunk=65536):
+        self.chunk = chunk
+
+    def __call__(self, x, centroids):
+        labels = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+        for start in range(0, x.shape[0], self.chunk):
+            labels[start : start + self.chunk] = (x[start : start + self.chunk] @ centroids.T).argmax(1)
+        return labels
+
+
+class _FaissAssign:
+    """Nearest centroid with a faiss inner-product index (CPU or GPU)."""
+
+    def __init__(self, dim, gpu):
+        faiss = _faiss()
+        if gpu:
+            import faiss.contrib.torch_utils  # noqa: F401  (torch tensors in/out)
+
+            self.res = faiss.StandardGpuResources()
+            self.index = faiss.GpuIndexFlatIP(self.res, dim)
+        else:
+            self.index = faiss.IndexFlatIP(dim)
+        self.gpu = gpu
+
+    def __call__(self, x, centroids):
+        self.index.reset()
+        if self.gpu:
+            self.index.add(centroids.contiguous())
+            _, labels = self.index.search(x.contiguous(), 1)
+            return labels[:, 0].to(x.device, torch.long)
+        self.index.add(centroids.detach().cpu().float().numpy())
+        _, labels = self.index.search(x.detach().cpu().float().numpy(), 1)
+        return torch.from_numpy(labels[:, 0]).to(x.device, torch.long)
+
+
+@torch.no_grad()
+def spherical_kmeans(x, n_clusters, n_iter=10, seed=0, backend="auto"):
+    """Clusters the rows of ``x`` by cosine similarity.
+
+    Arguments
+    ---------
+    x : (N, D) float tensor (normalised here).
+    n_clusters : int, K <= N.
+    n_iter : int, number of Lloyd iterations (paper: 10).
+    seed : int, seeds the choice of the K initial rows.
+    backend : "auto", "faiss-gpu", "faiss-cpu" or "torch".
+
+    Returns
+    -------
+    centroids : (K, D) unit-norm, labels : (N,) long in [0, K).
+    """
+    n, dim = x.shape
+    if n_clusters > n:
+        raise ValueError(f"k-means: K = {n_clusters} clusters but only {n} points to cluster")
+    if n_clusters < 1:
+        raise ValueError(f"k-means: K must be >= 1, got {n_clusters}")
+    x = torch.nn.functional.normalize(x.float(), dim=1)
+    name = resolve_backend(backend, x.device)
+    assign = _TorchAssign() if name == "torch" else _FaissAssign(dim, gpu=name == "faiss-gpu")
+    g = torch.Generator().manual_seed(int(seed))
+    init = torch.randperm(n, generator=g)[:n_clusters].to(x.device)
+    centroids = x[init].clone()
+    for _ in range(n_iter):
+        labels = assign(x, centroids)
+        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+        counts = torch.bincount(labels, minlength=n_clusters)
+        filled = counts > 0
+        centroids[filled] = torch.nn.functional.normalize(sums[filled], dim=1)
+    return centroids, assign(x, centroids)

@@ -1,0 +1,80 @@
+"""Ring-buffer memory queue of (utterance index, embedding) rows.
+
+SSPS keeps two of them (paper section 2.2.1):
+- Q-hat: one clean reference representation y-hat per training utterance
+  (size N - N mod B, so one epoch of global batches refills it exactly);
+- Q': the most recent positive-branch embeddings z' (size about K), with
+  V stored views per row (1 for SimCLR, 2 teacher outputs for DINO).
+
+Rows are written in arrival order at a pointer that wraps around, so the
+queue always holds the latest ``size`` rows. Unwritten slots have index -1.
+The queue is an ``nn.Module`` of buffers, saved and restored by the
+Checkpointer, and lives outside DDP-wrapped modules.
+"""
+
+import torch
+
+
+class RingQueue(torch.nn.Module):
+    """Fixed-size ring buffer.
+
+    Arguments
+    ---------
+    size : int
+        Number of rows.
+    dim : int
+        Embedding dimension.
+    views : int
+        Embeddings stored per row (all written and read together).
+
+    Example
+    -------
+    >>> q = RingQueue(size=4, dim=2)
+    >>> q.write(torch.tensor([7, 8, 9]), torch.ones(1, 3, 2))
+    >>> q.write(torch.tensor([10, 11]), torch.zeros(1, 2, 2))
+    >>> q.indices.tolist()
+    [11, 8, 9, 10]
+    """
+
+    def __init__(self, size, dim, views=1):
+        super().__init__()
+        if size <= 0:
+            raise ValueError(f"queue size must be positive, got {size}")
+        self.register_buffer("indices", torch.full((size,), -1, dtype=torch.long))
+        self.register_buffer("embeddings", torch.zeros(views, size, dim))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("n_written", torch.zeros((), dtype=torch.long))
+
+    @property
+    def size(self):
+        return self.indices.shape[0]
+
+    @property
+    def filled(self):
+        """True once every slot has been written at least once."""
+        return bool(self.n_written >= self.size)
+
+    @torch.no_grad()
+    def write(self, indices, embeddings):
+        """Appends rows.
+
+        Arguments
+        ---------
+        indices : (n,) utterance indices.
+        embeddings : (views, n, dim) embeddings (detached copies are stored).
+        """
+        n = indices.shape[0]
+        if n > self.size:  # only the newest rows fit
+            indices, embeddings = indices[-self.size :], embeddings[:, -self.size :]
+            self.ptr += n - self.size
+            n = self.size
+        pos = (self.ptr + torch.arange(n, device=self.ptr.device)) % self.size
+        self.indices[pos] = indices.to(self.indices.device)
+        self.embeddings[:, pos] = embeddings.to(self.embeddings)
+        self.ptr.copy_((self.ptr + n) % self.size)
+        self.n_written += n
+
+    def recency(self):
+        """(size,) age rank of each slot: 0 = oldest ... size-1 = newest."""
+        slots = torch.arange(self.size, device=self.indices.device)
+        return (slots - self.ptr) % self.size

@@ -1,0 +1,86 @@
+"""End-to-end runs of recipes/VoxCeleb/SSPS/train.py on the tiny corpus (CPU)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import RECIPE
+
+TINY = [
+    "--channels=16", "--emb_dim=16", "--batch_size=8", "--num_workers=0", "--prep_workers=1",
+    "--noprogressbar", "--lr=0.003",
+]
+
+
+def train(hparams, corpus, out, *extra, crops="{views: [2, 1.0]}"):
+    extra = (*extra, f"--crops={crops}")
+    cmd = [sys.executable, os.path.join(RECIPE, "train.py"), os.path.join(RECIPE, "hparams", hparams),
+           f"--data_folder={corpus}", f"--output_folder={out}", f"--manifest_folder={out}/../manifests", *TINY, *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def epoch_stats(out):
+    """{epoch: {stat: value}} parsed from train_log.txt."""
+    stats = {}
+    for line in open(os.path.join(out, "train_log.txt")):
+        epoch = int(re.search(r"epoch: (\d+)", line).group(1))
+        stats[epoch] = {k: float(v) for k, v in re.findall(r"train (\w+): ([-0-9.e+]+)", line)}
+    return stats
+
+
+@pytest.fixture(scope="module")
+def simclr_run(tiny_corpus, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs") / "simclr")
+    train("simclr.yaml", tiny_corpus, out, "--number_of_epochs=4")
+    return out
+
+
+def test_simclr_loss_decreases_and_verification_json(simclr_run):
+    losses = [s["loss"] for _, s in sorted(epoch_stats(simclr_run).items())]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    result = json.load(open(os.path.join(simclr_run, "verification.json")))
+    assert set(result) >= {"EER", "minDCF_0.01", "minDCF_0.05", "n_trials", "trials_file", "checkpoint"}
+    assert 0 <= result["EER"] <= 100 and result["n_trials"] == 40 and "CKPT+" in result["checkpoint"]
+    assert os.path.isfile(os.path.join(simclr_run, "hyperparams.yaml"))
+
+
+def test_standalone_evaluation_of_a_checkpoint(simclr_run, tiny_corpus):
+    ckpt = json.load(open(os.path.join(simclr_run, "verification.json")))["checkpoint"]
+    out = simclr_run + "_eval"
+    train("simclr.yaml", tiny_corpus, out, "--test_only", f"--eval_checkpoint={ckpt}")
+    again = json.load(open(os.path.join(out, "verification.json")))
+    first = json.load(open(os.path.join(simclr_run, "verification.json")))
+    assert again["EER"] == pytest.approx(first["EER"]) and again["checkpoint"] == ckpt
+
+
+def test_simclr_ssps_resumes_with_schedule_and_diagnostics(simclr_run, tiny_corpus):
+    out = simclr_run + "_ssps"
+    train(
+        "simclr_ssps.yaml", tiny_corpus, out, f"--init_from={simclr_run}/save", "--number_of_epochs=6",
+        "--ssps_start_epoch=5", "--ssps_K=6", "--ssps_pos_queue_size=16",
+        crops="{views: [2, 1.0], ref: [1, 1.5]}",
+    )
+    stats = epoch_stats(out)
+    assert sorted(stats) == [5, 6]  # continues the epoch counter of the SimCLR run
+    for epoch in (5, 6):
+        for key in ("ssps_coverage", "ssps_speaker_acc", "ssps_recording_acc",
+                    "ssps_kmeans_nmi_speaker", "ssps_kmeans_nmi_recording"):
+            assert key in stats[epoch], key
+    assert stats[6]["ssps_coverage"] > 0
+    assert os.path.isfile(os.path.join(out, "verification.json"))
+
+
+def test_resume_continues_exactly(tiny_corpus, tmp_path):
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    train("simclr.yaml", tiny_corpus, straight, "--number_of_epochs=2")
+    train("simclr.yaml", tiny_corpus, split, "--number_of_epochs=1")
+    train("simclr.yaml", tiny_corpus, split, "--number_of_epochs=2")  # resumes after epoch 1
+    a, b = epoch_stats(straight), epoch_stats(split)
+    assert a[1]["loss"] == b[1]["loss"]
+    assert a[2]["loss"] == pytest.approx(b[2]["loss"], rel=1e-6)

@@ -1,0 +1,49 @@
+"""Spherical k-means: blobs, backends, empty clusters, bad K."""
+
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from ssps_ext.ssps.kmeans import available_backends, spherical_kmeans
+
+
+def blobs(n_blobs=6, per_blob=40, dim=16, noise=0.05, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.nn.functional.normalize(torch.randn(n_blobs, dim, generator=g), dim=1)
+    labels = torch.arange(n_blobs).repeat_interleave(per_blob)
+    x = centres[labels] + noise * torch.randn(len(labels), dim, generator=g)
+    return x, labels
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_recovers_separated_blobs(backend):
+    x, truth = blobs()
+    best = max(
+        adjusted_rand_score(truth.numpy(), spherical_kmeans(x, 6, 10, seed=s, backend=backend)[1].numpy())
+        for s in range(3)
+    )
+    assert best == pytest.approx(1.0)
+
+
+def test_backends_agree_up_to_permutation():
+    x, _ = blobs(n_blobs=8, noise=0.3, seed=1)
+    results = [spherical_kmeans(x, 8, 10, seed=4, backend=b) for b in available_backends()]
+    ref_centroids, ref_labels = results[0]
+    for centroids, labels in results[1:]:
+        assert adjusted_rand_score(ref_labels.numpy(), labels.numpy()) == pytest.approx(1.0)
+        assert torch.allclose(centroids, ref_centroids, atol=1e-4)  # same init -> same order
+
+
+def test_unit_centroids_and_empty_cluster_keeps_its_centroid():
+    p, q = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    x = torch.stack([p, p, q])
+    centroids, labels = spherical_kmeans(x, 3, 5, seed=0, backend="torch")
+    # the two identical initial rows tie: one cluster takes both, the other stays empty
+    assert labels[0] == labels[1] and len(set(labels.tolist())) == 2
+    assert torch.allclose(centroids.norm(dim=1), torch.ones(3))
+    assert sorted(map(tuple, centroids.round().tolist())) == [(0.0, 1.0), (1.0, 0.0), (1.0, 0.0)]
+
+
+def test_k_larger_than_data_is_an_error():
+    with pytest.raises(ValueError, match="K = 10 clusters but only 4 points"):
+        spherical_kmeans(torch.randn(4, 3), 10)

@@ -1,0 +1,106 @@
+"""voxceleb_prepare: CSV columns, ids, speaker exclusion and bad input."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+from voxceleb_prepare import prepare_voxceleb
+
+
+def read(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def write_wav(root, rel, seconds=2.0, sr=16000, channels=1, amp=0.3):
+    path = os.path.join(root, "wav", rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    t = np.arange(int(seconds * sr)) / sr
+    x = amp * np.sin(2 * np.pi * 220 * t)
+    sf.write(path, np.stack([x] * channels, 1) if channels > 1 else x, sr, subtype="PCM_16")
+    return path
+
+
+def small_tree(root):
+    for spk in ("id00001", "id00002", "id00003"):
+        for rec in ("recA", "recB"):
+            for utt in ("00001", "00002"):
+                write_wav(root, f"{spk}/{rec}/{utt}.wav")
+    with open(os.path.join(root, "trials.txt"), "w") as f:
+        f.write("1 id00003/recA/00001.wav id00003/recB/00002.wav\n0 id00003/recA/00002.wav id00002/recA/00001.wav\n")
+    return os.path.join(root, "trials.txt")
+
+
+def test_csvs_on_mini_corpus(tiny_corpus, tmp_path):
+    out = str(tmp_path / "csv")
+    prepare_voxceleb(tiny_corpus, out, os.path.join(tiny_corpus, "veri_test2.txt"), num_workers=1)
+    train = read(os.path.join(out, "train.csv"))
+    assert list(train[0]) == ["ID", "duration", "wav", "start", "stop", "spk_id", "rec_id", "utt_index"]
+    assert [int(r["utt_index"]) for r in train] == list(range(len(train)))
+    for r in train:
+        spk, rec, utt = r["ID"].split("--")
+        assert r["spk_id"] == spk and r["rec_id"] == f"{spk}/{rec}"
+        assert r["wav"].endswith(f"wav/{spk}/{rec}/{utt}.wav") and os.path.isfile(r["wav"])
+        assert int(r["start"]) == 0 and int(r["stop"]) == int(float(r["duration"]) * 16000)
+    assert all(r["spk_id"].startswith("id0") for r in train)  # test speakers excluded
+    enrol, test = read(os.path.join(out, "enrol.csv")), read(os.path.join(out, "test.csv"))
+    assert list(enrol[0]) == ["ID", "duration", "wav", "start", "stop", "spk_id"]
+    trial_paths = {p for line in open(os.path.join(tiny_corpus, "veri_test2.txt")) for p in line.split()[1:]}
+    assert {r["ID"] + ".wav" for r in enrol + test} == trial_paths
+
+
+def test_both_trial_columns_excluded_and_skip_logic(tmp_path):
+    root = str(tmp_path)
+    trials = small_tree(root)
+    out = os.path.join(root, "csv")
+    prepare_voxceleb(root, out, trials, num_workers=1)
+    spk = {r["spk_id"] for r in read(os.path.join(out, "train.csv"))}
+    assert spk == {"id00001"}  # id00002 only appears in the test column
+    stamp = os.path.getmtime(os.path.join(out, "train.csv"))
+    prepare_voxceleb(root, out, trials, num_workers=1)
+    assert os.path.getmtime(os.path.join(out, "train.csv")) == stamp  # skipped
+    prepare_voxceleb(root, out, trials, num_workers=1, amp_th=1e-3)  # option changed: redone
+    assert os.path.getmtime(os.path.join(out, "train.csv")) != stamp
+
+
+def test_bad_sample_rate_and_stereo_name_the_file(tmp_path):
+    root = str(tmp_path)
+    trials = small_tree(root)
+    bad = write_wav(root, "id00001/recC/00001.wav", sr=8000)
+    with pytest.raises(ValueError, match="recC/00001.wav"):
+        prepare_voxceleb(root, os.path.join(root, "a"), trials, num_workers=1)
+    os.remove(bad)
+    write_wav(root, "id00001/recD/00001.wav", channels=2)
+    with pytest.raises(ValueError, match="recD/00001.wav.*2 channels"):
+        prepare_voxceleb(root, os.path.join(root, "b"), trials, num_workers=1)
+
+
+def test_unreadable_and_silent_training_files_are_skipped_and_listed(tmp_path):
+    root = str(tmp_path)
+    trials = small_tree(root)
+    corrupt = os.path.join(root, "wav", "id00001", "recA", "00003.wav")
+    with open(corrupt, "wb") as f:
+        f.write(b"RIFF not really a wav")
+    silent = write_wav(root, "id00001/recA/00004.wav", amp=0.0)
+    out = os.path.join(root, "csv")
+    prepare_voxceleb(root, out, trials, num_workers=1)
+    assert len(read(os.path.join(out, "train.csv"))) == 4
+    skipped = {r["wav"]: r["reason"] for r in read(os.path.join(out, "skipped.csv"))}
+    assert skipped == {corrupt: "unreadable", silent: "silent"}
+
+
+def test_trial_errors_name_the_line_or_file(tmp_path):
+    root = str(tmp_path)
+    small_tree(root)
+    unknown = os.path.join(root, "unknown.txt")
+    with open(unknown, "w") as f:
+        f.write("1 id00003/recA/00001.wav id00003/nope/00009.wav\n")
+    with pytest.raises(FileNotFoundError, match="nope/00009.wav"):
+        prepare_voxceleb(root, os.path.join(root, "c"), unknown, num_workers=1)
+    malformed = os.path.join(root, "malformed.txt")
+    with open(malformed, "w") as f:
+        f.write("1 id00003/recA/00001.wav\n")
+    with pytest.raises(ValueError, match="malformed.txt:1"):
+        prepare_voxceleb(root, os.path.join(root, "d"), malformed, num_workers=1)

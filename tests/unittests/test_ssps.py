@@ -1,0 +1,118 @@
+"""The SSPS hook: set-up checks, a full step, checkpoint round trip."""
+
+import pytest
+import torch
+from speechbrain.utils.checkpoints import Checkpointer
+
+from ssps_ext.ssps import SSPS
+
+N, B, D = 96, 8, 16
+
+
+def speaker_world(seed=0):
+    """12 speakers x 2 recordings x 4 utterances, references near the speaker."""
+    g = torch.Generator().manual_seed(seed)
+    speakers = torch.arange(N) // 8
+    recordings = torch.arange(N) // 4
+    centres = torch.nn.functional.normalize(torch.randn(12, D, generator=g), dim=1)
+    refs = torch.nn.functional.normalize(centres[speakers] + 0.05 * torch.randn(N, D, generator=g), dim=1)
+    return speakers, recordings, refs
+
+
+def filled_ssps(**kwargs):
+    speakers, recordings, refs = speaker_world()
+    ssps = SSPS(**{"K": 12, "M": 0, "start_epoch": 2, "pos_queue_size": 48, "seed": 0, **kwargs})
+    ssps.setup(N, B, D, D, 1, speakers, recordings)
+    order = torch.randperm(N, generator=torch.Generator().manual_seed(1))
+    for step in range(N // B):
+        idx = order[step * B : (step + 1) * B]
+        ssps.update(idx, refs[idx], refs[idx][None] * 2)  # Q' rows = 2 x reference
+    return ssps, speakers, recordings, refs
+
+
+def test_setup_errors_name_the_setting():
+    with pytest.raises(ValueError, match="M = 5 neighbouring clusters needs M < K = 5"):
+        SSPS(K=5, M=5)
+    with pytest.raises(ValueError, match="K = 200 clusters but the training set has only 96"):
+        SSPS(K=200).setup(N, B, D, D)
+    with pytest.raises(ValueError, match="rec_id"):
+        SSPS(K=4, exclude_same_recording=True, pos_queue_size=16).setup(N, B, D, D)
+
+
+def test_sizes_rounded_to_global_batch_and_sampling_schedule():
+    ssps = SSPS(K=20, M=1, start_epoch=5, pos_queue_size=20)
+    ssps.setup(N + 5, B, D, D, n_views=2)
+    assert ssps.ref_queue.size == N and ssps.pos_queue.size == 16
+    assert ssps.pos_queue.embeddings.shape == (2, 16, D)
+    assert not ssps.writes(3) and ssps.writes(4) and not ssps.samples(4) and ssps.samples(5)
+
+
+def test_same_cluster_step_finds_same_speaker_other_utterances():
+    ssps, speakers, recordings, refs = filled_ssps()
+    stats = ssps.cluster(epoch=2)
+    assert stats["ssps_kmeans_nmi_speaker"] > 0.9
+    anchors = torch.arange(0, N, 3)
+    slots, step = ssps.sample(anchors)
+    got = slots >= 0
+    partners = ssps.pos_queue.indices[slots[got]]
+    assert got.float().mean() == step["ssps_coverage"] > 0.5
+    assert (ssps.assignments[partners] == ssps.assignments[anchors[got]]).all()  # M = 0: own cluster
+    same_speaker = (speakers[partners] == speakers[anchors[got]]).float().mean()
+    assert step["ssps_speaker_acc"] == pytest.approx(float(same_speaker)) and same_speaker > 0.7
+    slots, got = torch.cat([slots, torch.tensor([-1])]), torch.cat([got, torch.tensor([False])])  # + a fallback row
+    z = torch.zeros(len(slots), D, requires_grad=True)
+    out = ssps.substitute(z, slots)
+    assert torch.equal(out[got], ssps.pos_queue.embeddings[0][slots[got]])
+    assert torch.equal(out[~got], z[~got].detach())
+    out.sum().backward()
+    assert z.grad[got].abs().sum() == 0 and z.grad[~got].abs().sum() > 0  # replaced rows carry no gradient
+
+
+def test_neighbour_cluster_is_never_the_anchor_cluster():
+    ssps, *_ = filled_ssps(M=1)
+    ssps.cluster(epoch=2)
+    anchors = torch.arange(N)
+    slots, _ = ssps.sample(anchors)
+    partners = ssps.pos_queue.indices[slots[slots >= 0]]
+    assert (ssps.assignments[partners] != ssps.assignments[anchors[slots >= 0]]).all()
+
+
+def test_exclude_same_recording():
+    ssps, _, recordings, _ = filled_ssps(exclude_same_recording=True)
+    ssps.cluster(epoch=2)
+    anchors = torch.arange(N)
+    slots, stats = ssps.sample(anchors)
+    partners = ssps.pos_queue.indices[slots[slots >= 0]]
+    assert (recordings[partners] != recordings[anchors[slots >= 0]]).all()
+    assert stats["ssps_recording_acc"] == 0
+
+
+def test_no_clusters_yet_means_fallback():
+    ssps, *_ = filled_ssps()
+    slots, stats = ssps.sample(torch.arange(B))
+    assert (slots == -1).all() and stats["ssps_coverage"] == 0
+
+
+def test_checkpoint_round_trip_gives_identical_next_step(tmp_path):
+    ssps, *_ = filled_ssps(M=1)
+    ssps.cluster(epoch=2)
+    ssps.sample(torch.arange(B))  # advance the generator
+    Checkpointer(str(tmp_path), {"ssps": ssps}).save_checkpoint()
+    expected = ssps.sample(torch.arange(16))[0]
+    speakers, recordings, _ = speaker_world()
+    fresh = SSPS(K=12, M=1, start_epoch=2, pos_queue_size=48, seed=123)
+    fresh.setup(N, B, D, D, 1, speakers, recordings)
+    Checkpointer(str(tmp_path), {"ssps": fresh}).recover_if_possible()
+    assert torch.equal(fresh.assignments, ssps.assignments)
+    assert torch.equal(fresh.pos_queue.embeddings, ssps.pos_queue.embeddings)
+    assert int(fresh.clustered_epoch) == 2 and fresh.cluster(epoch=2) == {}  # no re-clustering mid-epoch
+    assert torch.equal(fresh.sample(torch.arange(16))[0], expected)
+
+
+def test_checkpoint_with_other_queue_sizes_is_a_clear_error(tmp_path):
+    ssps, *_ = filled_ssps()
+    Checkpointer(str(tmp_path), {"ssps": ssps}).save_checkpoint()
+    other = SSPS(K=12, M=0, start_epoch=2, pos_queue_size=48)
+    other.setup(N + B, B, D, D)
+    with pytest.raises(ValueError, match=r"ref_queue.indices \(96,\) vs \(104,\)"):
+        Checkpointer(str(tmp_path), {"ssps": other}).recover_if_possible()
