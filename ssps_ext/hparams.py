@@ -1,7 +1,8 @@
 """HyperPyYAML files that extend another one.
 
 An experiment file may start with ``extends: parent.yaml`` (path relative to
-the file) and then list only what it changes; mappings are merged key by key
+the file), or a list ``extends: [parent.yaml, mixin.yaml]`` merged in order,
+and then list only what it changes; mappings are merged key by key
 (``modules``, ``crops``, a ``!new:`` object's arguments...), everything else
 is replaced. Chains are allowed (``dino_ssps.yaml`` extends ``dino.yaml``,
 which extends ``common.yaml``). The merge happens before HyperPyYAML resolves
@@ -100,10 +101,14 @@ def _load_tree(path, seen=()):
         tree = ruamel.yaml.comments.CommentedMap()
     folder = os.path.dirname(path)
     _absolutise_includes(tree, folder)
-    parent = tree.pop(EXTENDS, None)
-    if parent is None:
+    parents = tree.pop(EXTENDS, None)
+    if parents is None:
         return tree
-    base = _load_tree(os.path.join(folder, str(parent)), seen + (path,))
+    if isinstance(parents, str):
+        parents = [parents]
+    base = _load_tree(os.path.join(folder, str(parents[0])), seen + (path,))
+    for other in parents[1:]:  # mixins, merged in order
+        _merge(base, _load_tree(os.path.join(folder, str(other)), seen + (path,)))
     _merge(base, tree)
     return base
 

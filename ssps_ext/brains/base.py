@@ -14,6 +14,7 @@ Subclasses implement ``compute_forward`` / ``compute_objectives`` and
 
 import logging
 import os
+import time
 
 import speechbrain as sb
 import torch
@@ -35,6 +36,10 @@ def unwrap(module):
 class SSLBrain(sb.Brain):
     """Base Brain for self-supervised speaker-embedding training."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._stats, self.lr, self.steps_per_epoch = {}, None, None
+
     # ---------------------------------------------------------------- model
     def encode(self, wavs, encoder=None, lengths=None):
         """(N, T) waveforms -> (N, D) representations.
@@ -52,9 +57,11 @@ class SSLBrain(sb.Brain):
         """Augments one view (N, T) when the ``augment`` key is True."""
         return self.hparams.view_augment(wavs) if self.hparams.augment else wavs
 
+    eval_encoder_key = "encoder"  # module (and recoverable) giving the embeddings
+
     def embedding_encoder(self):
         """Unwrapped encoder that produces evaluation embeddings."""
-        return unwrap(self.modules.encoder)
+        return unwrap(self.modules[self.eval_encoder_key])
 
     # ---------------------------------------------------------------- SSPS
     @property
@@ -200,7 +207,10 @@ class SSLBrain(sb.Brain):
         self._stats, self.lr = {}, None
         if stage == sb.Stage.TRAIN:
             self.hparams.view_augment.reset_sources()
+            start = time.time()
             self.on_train_epoch_start(epoch)
+            self.epoch_start_s = time.time() - start  # fill pass + k-means
+            self._epoch_clock = time.time()
 
     def on_train_epoch_start(self, epoch):
         """SSPS epochs start with k-means on Q-hat (after a fill pass if the
@@ -215,8 +225,9 @@ class SSLBrain(sb.Brain):
         if stage != sb.Stage.TRAIN:
             return
         stats = self.epoch_stats()
+        times = {"epoch_s": round(time.time() - self._epoch_clock, 1), "start_s": round(self.epoch_start_s, 1)}
         self.hparams.train_logger.log_stats(
-            stats_meta={"epoch": epoch, "lr": self.lr}, train_stats=stats
+            stats_meta={"epoch": epoch, "lr": self.lr, **times}, train_stats=stats
         )
         self.checkpointer.save_and_keep_only(
             meta={"epoch": int(epoch), "loss": float(stats.get("loss", stage_loss))},
@@ -238,16 +249,20 @@ class SSLBrain(sb.Brain):
 
     # ---------------------------------------------------------------- eval
     def load_for_evaluation(self, checkpoint=None):
-        """Loads ``checkpoint`` (a ``CKPT+...`` folder of any run with the
-        same recoverables) or this run's latest one; returns its path."""
+        """Loads the evaluation encoder from ``checkpoint`` (a ``CKPT+...``
+        folder of any run with this encoder) or from this run's latest
+        checkpoint; returns the checkpoint path. Only the encoder is read,
+        so optimiser, queue or RNG state of that run do not matter."""
+        recoverables = {self.eval_encoder_key: self.embedding_encoder()}
         if checkpoint:
             if not os.path.isfile(os.path.join(checkpoint, "CKPT.yaml")):
                 raise FileNotFoundError(f"eval_checkpoint {checkpoint} is not a CKPT+... checkpoint folder")
-            folder = Checkpointer(os.path.dirname(os.path.abspath(checkpoint)), self.checkpointer.recoverables)
-            ckpt = next(c for c in folder.list_checkpoints() if os.path.samefile(c.path, checkpoint))
-            folder.load_checkpoint(ckpt)
+            folder = os.path.dirname(os.path.abspath(checkpoint))
+            ckpt = Checkpointer(folder, recoverables).recover_if_possible(
+                ckpt_predicate=lambda c: os.path.samefile(c.path, checkpoint)
+            )
         else:
-            ckpt = self.checkpointer.recover_if_possible()
+            ckpt = Checkpointer(self.checkpointer.checkpoints_dir, recoverables).recover_if_possible()
             if ckpt is None:
                 raise FileNotFoundError(f"no checkpoint to evaluate in {self.checkpointer.checkpoints_dir}")
         return str(ckpt.path)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import RECIPE
 
@@ -48,6 +49,18 @@ def test_simclr_loss_decreases_and_verification_json(simclr_run):
     assert set(result) >= {"EER", "minDCF_0.01", "minDCF_0.05", "n_trials", "trials_file", "checkpoint"}
     assert 0 <= result["EER"] <= 100 and result["n_trials"] == 40 and "CKPT+" in result["checkpoint"]
     assert os.path.isfile(os.path.join(simclr_run, "hyperparams.yaml"))
+
+
+def test_exported_model_works_with_speechbrain_inference(simclr_run, tiny_corpus, tmp_path):
+    from speechbrain.inference.speaker import SpeakerRecognition
+
+    model = SpeakerRecognition.from_hparams(source=os.path.join(simclr_run, "inference"), savedir=str(tmp_path))
+    first, second = [line.split()[1:] for line in open(os.path.join(tiny_corpus, "veri_test2.txt"))][0]
+    wav = os.path.join(tiny_corpus, "wav", first)
+    score, _ = model.verify_files(wav, os.path.join(tiny_corpus, "wav", second))
+    same, _ = model.verify_files(wav, wav)
+    assert -1 <= float(score) <= 1 and float(same) == pytest.approx(1.0, abs=1e-4)
+    assert model.encode_batch(torch.zeros(1, 16000) + 0.01).shape == (1, 1, 16)
 
 
 def test_standalone_evaluation_of_a_checkpoint(simclr_run, tiny_corpus):

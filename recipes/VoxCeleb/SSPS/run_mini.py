@@ -41,10 +41,12 @@ DEFAULT_SYSTEMS = "simclr,simclr_ssps"
 
 
 def mini_overrides(system):
-    """Overrides of hparams/mini_cpu.yaml for ``system`` (common + own)."""
+    """Overrides of hparams/mini_cpu.yaml for ``system``: common, then the
+    section of the system it resumes, then its own."""
     with open(os.path.join(HERE, "hparams", "mini_cpu.yaml")) as f:
         table = ruamel.yaml.YAML(typ="safe").load(f)
-    return {**table["common"], **(table.get(system) or {})}
+    parent = SYSTEMS[system][1]
+    return {**table["common"], **(table.get(parent) or {}), **(table.get(system) or {})}
 
 
 def as_cli(overrides):

@@ -11,7 +11,8 @@ Usage::
 Order of work, as in SpeechBrain's VoxCeleb recipes: parse arguments, DDP
 group, hyperparameters, data prep (main process), datasets, experiment
 folder, Brain, fit, then verification on ``verification_file`` written to
-``<output_folder>/verification.json``.
+``<output_folder>/verification.json`` and the evaluated encoder exported to
+``<output_folder>/inference`` for ``SpeakerRecognition.from_hparams``.
 """
 
 import os
@@ -27,6 +28,7 @@ from voxceleb_prepare import prepare_voxceleb  # noqa: E402
 
 from ssps_ext.audio_scan import write_augmentation_csv  # noqa: E402
 from ssps_ext.data import train_dataset, utterance_dataset  # noqa: E402
+from ssps_ext.export import export_inference  # noqa: E402
 from ssps_ext.hparams import load_hparams  # noqa: E402
 
 NOISE_CATEGORIES = ("speech", "noise", "music")
@@ -90,12 +92,21 @@ def main(argv):
         [os.path.join(manifests, "enrol.csv"), os.path.join(manifests, "test.csv")],
         hparams["sample_rate"],
     )
-    brain.evaluate_verification(
+    result = brain.evaluate_verification(
         utterances,
         hparams["verification_file"],
         os.path.join(hparams["output_folder"], "verification.json"),
         checkpoint=hparams["eval_checkpoint"],
     )
+    # The evaluated encoder, loadable with SpeakerRecognition.from_hparams.
+    if sb.utils.distributed.if_main_process():
+        export_inference(
+            os.path.join(hparams["output_folder"], "inference"),
+            brain.embedding_encoder(),
+            merged_yaml,
+            overrides,
+            checkpoint=result["checkpoint"],
+        )
 
 
 if __name__ == "__main__":
