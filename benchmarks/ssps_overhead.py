@@ -4,6 +4,7 @@
 1. Per training step: sampling + substitution + queue update at batch 256
    with K = 25,000 (|Q'| = 24,832) and an assignment table of the VoxCeleb2
    size (1,092,009 utterances; Q-hat 1,091,840 x 512).
+   Also the memory of Q' for DINO-SSPS at K = 25,000 in both storage modes.
 2. k-means on 100,000 x 512 points into 5,000 clusters (10 iterations) with
    every backend available here (faiss-gpu, faiss-cpu, torch).
 3. The epoch-time ratio SimCLR-SSPS / SimCLR on the mini corpus with the
@@ -60,6 +61,19 @@ def step_cost(device, steps=20):
     return (time.perf_counter() - start) / steps, float(stats["ssps_coverage"])
 
 
+def queue_memory(K=25_000, batch=128, n=1_092_009):
+    """Bytes of Q' for DINO-SSPS at K = 25,000 in both storage modes, from the
+    buffers SSPS.setup allocates (on the meta device: nothing is allocated)."""
+    out = {}
+    for mode, dim in (("logits", 65_536), ("bottleneck", 256)):
+        ssps = SSPS(K=K, M=1)
+        with torch.device("meta"):
+            ssps.setup(n, batch, 512, dim, n_views=2)
+        q = ssps.pos_queue.embeddings
+        out[mode] = (tuple(q.shape), q.numel() * q.element_size())
+    return out
+
+
 def kmeans_cost(backend, device):
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(100_000, 512, generator=g), dim=1).to(device)
@@ -110,6 +124,9 @@ def main():
     print(f"| sample + substitute + update, batch 256, K 25k, N 1.09M ({device.type}) | "
           f"{per_step * 1000:.1f} ms/step (coverage {coverage:.2f}) |")
     timings = {"step_ms": per_step * 1000}
+    for mode, (shape, size) in queue_memory().items():
+        timings[f"dino_queue_{mode}_bytes"] = size
+        print(f"| DINO-SSPS Q' at K 25k, batch 128, storage `{mode}` {shape} | {size / 2**20:,.1f} MiB |")
     for backend in available_backends():
         dev = torch.device("cpu") if backend == "faiss-cpu" else device
         seconds = kmeans_cost(backend, dev)

@@ -51,10 +51,7 @@ class DINOBrain(SSLBrain):
         head = self.modules.head
         student = torch.cat([head(self.encode(x_global)), head(self.encode(x_local))])  # (6b, K)
         bottleneck, teacher = self.teacher_outputs(x_global)  # same augmented globals
-        ref = None
-        if self.ssps_active(write=True):
-            ref = self.encode_reference(batch.ref.data.to(self.device)[:, 0])
-        return student, teacher, bottleneck, ref
+        return student, teacher, bottleneck, self.reference_representations(batch)
 
     def compute_objectives(self, predictions, batch, stage):
         student, teacher, bottleneck, ref = predictions

@@ -24,14 +24,7 @@ class SimCLRBrain(SSLBrain):
         y = self.encode(x)  # (2b, D_repr)
         z = y if self.hparams.projector is None else self.modules.projector(y)
         z1, z2 = z[:b], z[b:]  # (b, D_emb) each
-        ref = self.reference_representations(batch)
-        return z1, z2, ref
-
-    def reference_representations(self, batch):
-        """SSPS reference Y-hat (b, D_repr), or None without SSPS."""
-        if self.hparams.ssps is None or not self.ssps_active(write=True):
-            return None
-        return self.encode_reference(batch.ref.data.to(self.device)[:, 0])
+        return z1, z2, self.reference_representations(batch)
 
     def ssps_layout(self):
         emb = self.hparams.emb_dim if self.hparams.projector is None else self.hparams.projector_dim

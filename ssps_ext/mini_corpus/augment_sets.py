@@ -7,7 +7,7 @@ augmentation does not simply replay the corpus' confounds.
 
 Layout (as ``musan_split`` and ``simulated_rirs`` after preparation)::
 
-    noise/speech/*.wav  noise/noise/*.wav  noise/music/*.wav   8 s each
+    noise/speech/*.wav  noise/noise/*.wav  noise/music/*.wav   4 s each
     rir/<room>/*.wav
 """
 
@@ -19,7 +19,7 @@ import soundfile as sf
 from .channel import colored_noise, smooth_curve_db, synth_rir
 from .voice import SAMPLE_RATE, draw_speaker, synthesize_utterance
 
-NOISE_SECONDS = 8.0
+NOISE_SECONDS = 4.0  # covers the longest crop (4 s); MUSAN is split into 8-s chunks
 
 
 def _speech_noise(rng):

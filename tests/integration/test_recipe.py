@@ -18,9 +18,10 @@ TINY = [
 
 
 def train(hparams, corpus, out, *extra, crops="{views: [2, 1.0]}"):
-    extra = (*extra, f"--crops={crops}")
-    cmd = [sys.executable, os.path.join(RECIPE, "train.py"), os.path.join(RECIPE, "hparams", hparams),
-           f"--data_folder={corpus}", f"--output_folder={out}", f"--manifest_folder={out}/../manifests", *TINY, *extra]
+    args = [f"--data_folder={corpus}", f"--output_folder={out}", f"--manifest_folder={out}/../manifests",
+            *TINY, *extra, f"--crops={crops}"]
+    options = {a.split("=", 1)[0]: a for a in args}  # a later --key=value replaces an earlier one
+    cmd = [sys.executable, os.path.join(RECIPE, "train.py"), os.path.join(RECIPE, "hparams", hparams), *options.values()]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -47,7 +48,7 @@ def test_simclr_loss_decreases_and_verification_json(simclr_run):
     assert len(losses) == 4 and losses[-1] < losses[0]
     result = json.load(open(os.path.join(simclr_run, "verification.json")))
     assert set(result) >= {"EER", "minDCF_0.01", "minDCF_0.05", "n_trials", "trials_file", "checkpoint"}
-    assert 0 <= result["EER"] <= 100 and result["n_trials"] == 40 and "CKPT+" in result["checkpoint"]
+    assert 0 <= result["EER"] <= 100 and result["n_trials"] == 80 and "CKPT+" in result["checkpoint"]
     assert os.path.isfile(os.path.join(simclr_run, "hyperparams.yaml"))
 
 
@@ -97,3 +98,27 @@ def test_resume_continues_exactly(tiny_corpus, tmp_path):
     a, b = epoch_stats(straight), epoch_stats(split)
     assert a[1]["loss"] == b[1]["loss"]
     assert a[2]["loss"] == pytest.approx(b[2]["loss"], rel=1e-6)
+
+
+DINO_TINY = [
+    "--dino_out_dim=64", "--dino_hidden_dim=32", "--dino_bottleneck_dim=16", "--schedule_epochs=4",
+    "--lr_schedule={warmup_epochs: 1}", "--lr=0.05",
+]
+
+
+def test_dino_then_dino_ssps(tiny_corpus, tmp_path):
+    base, ssps = str(tmp_path / "dino"), str(tmp_path / "dino_ssps")
+    crops = "{global_views: [2, 1.0], local_views: [4, 0.5]}"
+    train("dino.yaml", tiny_corpus, base, "--number_of_epochs=2", *DINO_TINY, crops=crops)
+    stats = epoch_stats(base)
+    assert sorted(stats) == [1, 2] and all(s["loss"] > 0 for s in stats.values())
+    assert stats[2]["teacher_momentum"] > 0.996
+    train(
+        "dino_ssps.yaml", tiny_corpus, ssps, f"--init_from={base}/save", "--number_of_epochs=4",
+        "--ssps_start_epoch=3", "--ssps_K=6", "--ssps_pos_queue_size=16", "--ssps_storage=bottleneck", *DINO_TINY,
+        crops="{global_views: [2, 1.0], local_views: [4, 0.5], ref: [1, 1.5]}",
+    )
+    stats = epoch_stats(ssps)
+    assert sorted(stats) == [3, 4] and stats[4]["ssps_coverage"] > 0
+    result = json.load(open(os.path.join(ssps, "verification.json")))
+    assert 0 <= result["EER"] <= 100

@@ -29,24 +29,31 @@ import time
 import ruamel.yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# system -> (hparams file, system whose save folder it resumes, or None)
+# system -> (hparams file, system whose save folder it resumes or None,
+#            sections of mini_cpu.yaml applied after `common`, in order)
 SYSTEMS = {
-    "simclr": ("simclr.yaml", None),
-    "simclr_ssps": ("simclr_ssps.yaml", "simclr"),
-    "simclr_am": ("simclr.yaml", None),
-    "dino": ("dino.yaml", None),
-    "dino_ssps": ("dino_ssps.yaml", "dino"),
+    "simclr": ("simclr.yaml", None, ["simclr"]),
+    "simclr_ssps": ("simclr_ssps.yaml", "simclr", ["simclr", "simclr_ssps"]),
+    # control: SimCLR resumed for as many epochs as SimCLR-SSPS, same-utterance positives
+    "simclr_cont": ("simclr.yaml", "simclr", ["simclr", "simclr_cont"]),
+    "simclr_am": ("simclr.yaml", None, ["simclr", "simclr_am"]),
+    "dino": ("dino.yaml", None, ["dino"]),
+    "dino_ssps": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps"]),
+    # DINO-SSPS storing the 256-d teacher bottleneck in Q' instead of the logits
+    "dino_ssps_bn": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps", "dino_ssps_bn"]),
 }
 DEFAULT_SYSTEMS = "simclr,simclr_ssps"
 
 
 def mini_overrides(system):
-    """Overrides of hparams/mini_cpu.yaml for ``system``: common, then the
-    section of the system it resumes, then its own."""
+    """Overrides from hparams/mini_cpu.yaml for ``system``: ``common``, then
+    the system's sections in order (later ones win)."""
     with open(os.path.join(HERE, "hparams", "mini_cpu.yaml")) as f:
         table = ruamel.yaml.YAML(typ="safe").load(f)
-    parent = SYSTEMS[system][1]
-    return {**table["common"], **(table.get(parent) or {}), **(table.get(system) or {})}
+    out = dict(table["common"])
+    for section in SYSTEMS[system][2]:
+        out.update(table.get(section) or {})
+    return out
 
 
 def as_cli(overrides):
@@ -91,7 +98,7 @@ def build_data(args):
 
 
 def run_system(name, data, noise, rir, args, passthrough):
-    yaml_file, parent = SYSTEMS[name]
+    yaml_file, parent, _ = SYSTEMS[name]
     folder = os.path.join(args.out, name)
     overrides = {
         "data_folder": data,
@@ -103,8 +110,9 @@ def run_system(name, data, noise, rir, args, passthrough):
     }
     if parent:
         overrides["init_from"] = os.path.join(args.out, parent, "save")
+    overrides.update(passthrough)  # the user's --key=value win over the mini settings
     cmd = [sys.executable, os.path.join(HERE, "train.py"), os.path.join(HERE, "hparams", yaml_file)]
-    cmd += as_cli(overrides) + passthrough
+    cmd += as_cli(overrides)
     if args.noprogressbar:
         cmd.append("--noprogressbar")
     print(f"[run_mini] {name}: {' '.join(cmd)}", flush=True)
@@ -123,10 +131,11 @@ def main(argv=None):
     parser.add_argument("--systems", default=DEFAULT_SYSTEMS)
     parser.add_argument("--seed", type=int, default=0, help="mini-corpus seed")
     parser.add_argument("--noprogressbar", action="store_true")
-    args, passthrough = parser.parse_known_args(argv)
-    bad = [a for a in passthrough if not a.startswith("--") or "=" not in a]
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if not a.startswith("--") or "=" not in a]
     if bad:
         raise SystemExit(f"extra arguments must be --key=value overrides, got {bad}")
+    passthrough = dict(a[2:].split("=", 1) for a in extra)
     args.out = os.path.abspath(args.out)
     os.makedirs(args.out, exist_ok=True)
     data, noise, rir = build_data(args)

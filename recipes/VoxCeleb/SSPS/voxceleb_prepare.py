@@ -37,26 +37,11 @@ import os
 import random
 
 from ssps_ext.audio_scan import raise_on_format_errors, scan_audio
+from ssps_ext.verification import read_trials
 
 logger = logging.getLogger(__name__)
 FIELDS = ["ID", "duration", "wav", "start", "stop", "spk_id", "rec_id", "utt_index"]
 TEST_FIELDS = ["ID", "duration", "wav", "start", "stop", "spk_id"]
-
-
-def read_trial_file(path):
-    """Parses ``label enrol test`` lines; errors name the line."""
-    trials = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 3 or parts[0] not in ("0", "1"):
-                raise ValueError(f"{path}:{n}: expected 'label enrol test', got {line.strip()!r}")
-            trials.append((int(parts[0]), parts[1], parts[2]))
-    if not trials:
-        raise ValueError(f"trial file {path} has no trials")
-    return trials
 
 
 def _utt_parts(rel):
@@ -149,7 +134,7 @@ def prepare_voxceleb(
                 logger.info("VoxCeleb CSVs in %s are up to date, skipping prep", save_folder)
                 return
     os.makedirs(save_folder, exist_ok=True)
-    trials = read_trial_file(verification_pairs_file)
+    trials = read_trials(verification_pairs_file)
 
     if "train" in splits or "dev" in splits:
         held_out = {t[k].split("/")[0] for t in trials for k in (1, 2)}

@@ -1,0 +1,121 @@
+"""SSPS glue shared by the SimCLR and DINO Brains.
+
+Sizes the queues from the training manifest, encodes the clean reference
+crop (eval mode, no gradient), fills the queues with one no-grad pass when
+SSPS starts from a checkpoint that never wrote them, and runs k-means at the
+start of every SSPS epoch. The method-specific part (which embeddings go to
+Q' and what they replace) lives in each Brain: ``ssps_layout``,
+``ssps_fill_embeddings`` and ``ssps_step``.
+"""
+
+import logging
+
+import speechbrain as sb
+import torch
+from tqdm import tqdm
+
+from .. import distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+def unwrap(module):
+    """The module inside a DDP / DataParallel wrapper (or itself)."""
+    return getattr(module, "module", module)
+
+
+class SSPSHooks:
+    """Mixin for ``SSLBrain``; inactive when the ``ssps`` hyperparameter is null."""
+
+    @property
+    def ssps(self):
+        return self.hparams.ssps
+
+    def ssps_layout(self):
+        """(D_emb, V) of the Q' rows; subclasses define their positive branch."""
+        raise TypeError(f"{type(self).__name__} does not support SSPS")
+
+    def prepare_training(self, train_set):
+        """Sizes the SSPS queues from the training set (train.py, before fit).
+
+        Speaker and recording labels are read from the manifest for the
+        diagnostics only.
+        """
+        if self.ssps is None:
+            return
+        rows = sorted(train_set.data.values(), key=lambda r: int(r["utt_index"]))
+        if [int(r["utt_index"]) for r in rows] != list(range(len(rows))):
+            raise ValueError("train.csv: utt_index must number the utterances 0..N-1; re-run data preparation")
+
+        def codes(column):
+            if column not in rows[0]:
+                return None
+            names = {}
+            return torch.tensor([names.setdefault(r[column], len(names)) for r in rows])
+
+        emb_dim, views = self.ssps_layout()
+        self.ssps.setup(
+            n_utterances=len(rows),
+            global_batch=self.hparams.batch_size * dist.world_size(),
+            repr_dim=self.hparams.emb_dim, emb_dim=emb_dim, n_views=views,
+            speakers=codes("spk_id"), recordings=codes("rec_id"),
+        )
+        self.ssps.to(self.device)
+
+    def ssps_active(self, write=False):
+        """SSPS writes its queues (``write``) / samples during this epoch."""
+        if self.ssps is None:
+            return False
+        return self.ssps.writes(self.epoch) if write else self.ssps.samples(self.epoch)
+
+    def reference_encoder(self):
+        """Network that encodes the SSPS reference (SimCLR: the online encoder)."""
+        return unwrap(self.modules.encoder)
+
+    @torch.no_grad()
+    def encode_reference(self, wavs):
+        """Clean reference crops (b, T) -> L2-normalised y-hat (b, D_repr),
+        encoded in eval mode (BatchNorm running statistics), no gradient."""
+        encoder = self.reference_encoder()
+        mode = encoder.training
+        encoder.eval()
+        y = self.encode(wavs, encoder)
+        encoder.train(mode)
+        return torch.nn.functional.normalize(y, dim=-1)
+
+    def reference_representations(self, batch):
+        """y-hat of the batch's reference crops (b, D_repr) while SSPS writes
+        its queues, else None (the crops are not even encoded)."""
+        if not self.ssps_active(write=True):
+            return None
+        return self.encode_reference(batch.ref.data.to(self.device)[:, 0])
+
+    @torch.no_grad()
+    def fill_ssps_queues(self):
+        """One eval-mode, no-grad pass over the training set that writes both
+        queues (the reference code's buffer-snapshot step), used when SSPS
+        starts from a checkpoint whose queues were never written."""
+        kwargs = dict(self.train_loader_kwargs)
+        if dist.is_distributed():
+            kwargs.pop("shuffle", None)
+            kwargs["sampler"] = torch.utils.data.DistributedSampler(self.train_set, shuffle=True, drop_last=True)
+        loader = sb.dataio.dataloader.make_dataloader(self.train_set, **kwargs)
+        self.modules.eval()
+        for batch in tqdm(loader, desc="SSPS queue fill", disable=self.noprogressbar or dist.rank() != 0):
+            ref = self.encode_reference(batch.ref.data.to(self.device)[:, 0])
+            self.ssps.update(batch.index.data.to(self.device), ref, self.ssps_fill_embeddings(batch))
+        self.modules.train()
+        logger.info("SSPS: filled Q-hat (%d rows) and Q' (%d rows)", self.ssps.ref_queue.size, self.ssps.pos_queue.size)
+
+    def ssps_fill_embeddings(self, batch):
+        """(V, b, D_emb) positive-branch embeddings of a batch, eval mode."""
+        raise TypeError(f"{type(self).__name__} does not support SSPS")
+
+    def on_train_epoch_start(self, epoch):
+        """SSPS epochs start with k-means on Q-hat (after a fill pass if the
+        queues were never written, e.g. resuming a plain SSL checkpoint)."""
+        if not self.ssps_active():
+            return
+        if not self.ssps.ref_queue.filled:
+            self.fill_ssps_queues()
+        self.record(**self.ssps.cluster(epoch))

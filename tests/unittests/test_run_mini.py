@@ -1,0 +1,31 @@
+"""run_mini.py helpers: system selection, overrides, data folders."""
+
+import os
+
+import pytest
+import run_mini
+
+
+def test_selection_brings_the_resumed_system_first():
+    assert run_mini.selection(["simclr_ssps"]) == ["simclr", "simclr_ssps"]
+    assert run_mini.selection(["dino_ssps", "simclr"]) == ["dino", "dino_ssps", "simclr"]
+    with pytest.raises(SystemExit, match="unknown system"):
+        run_mini.selection(["nope"])
+
+
+def test_mini_overrides_layering():
+    common = run_mini.mini_overrides("simclr")
+    ssps = run_mini.mini_overrides("simclr_ssps")
+    assert common["channels"] == ssps["channels"]
+    assert ssps["number_of_epochs"] > common["number_of_epochs"] and ssps["ssps_start_epoch"] == common["number_of_epochs"] + 1
+    assert run_mini.as_cli({"a": 1, "b": "x", "c": {"d": [1, 2]}}) == ["--a=1", "--b=x", '--c={"d": [1, 2]}']
+
+
+def test_existing_data_folder_gets_generated_noise_and_rirs(tiny_corpus, tmp_path):
+    args = type("A", (), {"data_folder": tiny_corpus, "out": str(tmp_path), "seed": 0})
+    data, noise, rir = run_mini.build_data(args)
+    assert data == tiny_corpus and noise.startswith(str(tmp_path)) and rir.startswith(str(tmp_path))
+    assert sorted(os.listdir(noise)) == ["music", "noise", "speech"] and os.listdir(rir)
+    args.data_folder = str(tmp_path / "missing")
+    with pytest.raises(SystemExit, match="has no wav"):
+        run_mini.build_data(args)
