@@ -7,8 +7,9 @@ its accidental deviations fixed):
   student  encoder + DINO head on all 6 crops -> S (6b, K);
   teacher  EMA encoder + head on the 2 global crops -> T (2b, K), no gradient;
   SSPS     T_1, T_2 replaced by the two stored teacher outputs of the same Q'
-           slot (raw logits, or the 256-d bottleneck projected through the
-           *current* teacher last layer in ``ssps_storage: bottleneck`` mode);
+           slot: the 256-d bottleneck projected through the *current* teacher
+           last layer (``ssps_storage: bottleneck``, default) or the raw
+           65,536-d logits (``logits``, as the reference code);
   loss     DINO cross-entropy, centre updated with the (substituted) T;
   update   SGD (weight decay on weights only), per-parameter gradient
            clipping, last layer frozen during the first epoch(s), then the

@@ -44,7 +44,7 @@ class CorpusConfig:
     duration_s: tuple = (3.0, 6.0)
     n_noise_per_category: int = 8
     n_rir_per_room: int = 10
-    max_target_trials: int = 2500
+    max_target_trials: int = 8000
 
 
 def _speaker_job(args):

@@ -40,5 +40,7 @@ def test_mini_overrides_name_existing_keys():
     with open(os.path.join(HPARAMS, "mini_cpu.yaml")) as f:
         table = ruamel.yaml.YAML(typ="safe").load(f)
     keys = {k for name in EXPERIMENTS for k in _load_tree(os.path.join(HPARAMS, name))}
-    for section, overrides in table.items():
+    presets = table.pop("presets")
+    sections = list(table.items()) + [(f"{p}.{s}", o) for p, group in presets.items() for s, o in group.items()]
+    for section, overrides in sections:
         assert set(overrides) <= keys, (section, set(overrides) - keys)

@@ -18,6 +18,11 @@ def test_mini_overrides_layering():
     ssps = run_mini.mini_overrides("simclr_ssps")
     assert common["channels"] == ssps["channels"]
     assert ssps["number_of_epochs"] > common["number_of_epochs"] and ssps["ssps_start_epoch"] == common["number_of_epochs"] + 1
+    long = run_mini.mini_overrides("simclr_ssps", "long")
+    assert long["number_of_epochs"] > ssps["number_of_epochs"] and long["channels"] == ssps["channels"]
+    assert run_mini.mini_overrides("simclr_cont", "long")["number_of_epochs"] == long["number_of_epochs"]
+    with pytest.raises(SystemExit, match="unknown preset"):
+        run_mini.mini_overrides("simclr", "nope")
     assert run_mini.as_cli({"a": 1, "b": "x", "c": {"d": [1, 2]}}) == ["--a=1", "--b=x", '--c={"d": [1, 2]}']
 
 

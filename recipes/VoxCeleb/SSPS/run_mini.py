@@ -7,6 +7,7 @@ Usage::
     python recipes/VoxCeleb/SSPS/run_mini.py --out OUT --systems simclr,dino
     python recipes/VoxCeleb/SSPS/run_mini.py --out OUT --data_folder /data/vox1  # any VoxCeleb-layout folder
     python recipes/VoxCeleb/SSPS/run_mini.py --out OUT --augment=False --batch_size=32
+    python recipes/VoxCeleb/SSPS/run_mini.py --out OUT --systems simclr,simclr_ssps,simclr_cont --preset long
 
 Without ``--data_folder`` the synthetic mini corpus is built in ``OUT/corpus``
 (``python -m ssps_ext.mini_corpus``); with it, only the synthetic noise and
@@ -39,20 +40,26 @@ SYSTEMS = {
     "simclr_am": ("simclr.yaml", None, ["simclr", "simclr_am"]),
     "dino": ("dino.yaml", None, ["dino"]),
     "dino_ssps": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps"]),
-    # DINO-SSPS storing the 256-d teacher bottleneck in Q' instead of the logits
-    "dino_ssps_bn": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps", "dino_ssps_bn"]),
+    # DINO-SSPS storing the 65,536-d teacher logits in Q' (reference code) instead of the bottleneck
+    "dino_ssps_logits": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps", "dino_ssps_logits"]),
 }
 DEFAULT_SYSTEMS = "simclr,simclr_ssps"
 
 
-def mini_overrides(system):
+def mini_overrides(system, preset=None):
     """Overrides from hparams/mini_cpu.yaml for ``system``: ``common``, then
-    the system's sections in order (later ones win)."""
+    the system's sections in order (later ones win), then the same sections
+    of ``presets[preset]``."""
     with open(os.path.join(HERE, "hparams", "mini_cpu.yaml")) as f:
         table = ruamel.yaml.YAML(typ="safe").load(f)
+    presets = table.pop("presets", {})
+    if preset is not None and preset not in presets:
+        raise SystemExit(f"unknown preset {preset!r}; choose from {', '.join(presets)}")
     out = dict(table["common"])
     for section in SYSTEMS[system][2]:
         out.update(table.get(section) or {})
+    for section in SYSTEMS[system][2] if preset else ():
+        out.update(presets[preset].get(section) or {})
     return out
 
 
@@ -106,7 +113,7 @@ def run_system(name, data, noise, rir, args, passthrough):
         "rir_folder": rir,
         "output_folder": folder,
         "manifest_folder": os.path.join(args.out, "manifests"),
-        **mini_overrides(name),
+        **mini_overrides(name, args.preset),
     }
     if parent:
         overrides["init_from"] = os.path.join(args.out, parent, "save")
@@ -130,6 +137,7 @@ def main(argv=None):
     parser.add_argument("--data_folder", default=None)
     parser.add_argument("--systems", default=DEFAULT_SYSTEMS)
     parser.add_argument("--seed", type=int, default=0, help="mini-corpus seed")
+    parser.add_argument("--preset", default=None, help="a preset of hparams/mini_cpu.yaml, e.g. long")
     parser.add_argument("--noprogressbar", action="store_true")
     args, extra = parser.parse_known_args(argv)
     bad = [a for a in extra if not a.startswith("--") or "=" not in a]
