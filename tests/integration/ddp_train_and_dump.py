@@ -13,15 +13,22 @@ from conftest import RECIPE  # noqa: F401  (puts the recipe folder on sys.path)
 import train  # noqa: E402
 from ssps_ext.brains.base import SSLBrain  # noqa: E402
 
-dump_dir = sys.argv.pop(1)
-evaluate = SSLBrain.evaluate_verification
 
 
-def dump_then_evaluate(self, *args, **kwargs):
-    rank = int(os.environ["RANK"])
-    torch.save({k: v.cpu() for k, v in self.ssps.state_dict().items()}, os.path.join(dump_dir, f"rank{rank}.pt"))
-    return evaluate(self, *args, **kwargs)
+def main(argv):
+    """Patch the brain so every rank dumps its SSPS state, then run train.py."""
+    dump_dir = argv[0]
+    evaluate = SSLBrain.evaluate_verification
+
+    def dump_then_evaluate(self, *args, **kwargs):
+        rank = int(os.environ["RANK"])
+        state = {k: v.cpu() for k, v in self.ssps.state_dict().items()}
+        torch.save(state, os.path.join(dump_dir, f"rank{rank}.pt"))
+        return evaluate(self, *args, **kwargs)
+
+    SSLBrain.evaluate_verification = dump_then_evaluate
+    train.main(argv[1:])
 
 
-SSLBrain.evaluate_verification = dump_then_evaluate
-train.main(sys.argv[1:])
+if __name__ == "__main__":  # pytest's doctest collection imports this file
+    main(sys.argv[1:])
