@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from ssps_ext.ssps.kmeans import available_backends, spherical_kmeans
+from ssps_ext.ssps.kmeans import _TorchAssign, available_backends, resolve_backend, spherical_kmeans
 
 
 def blobs(n_blobs=6, per_blob=40, dim=16, noise=0.05, seed=0):
@@ -47,3 +47,17 @@ def test_unit_centroids_and_empty_cluster_keeps_its_centroid():
 def test_k_larger_than_data_is_an_error():
     with pytest.raises(ValueError, match="K = 10 clusters but only 4 points"):
         spherical_kmeans(torch.randn(4, 3), 10)
+
+
+def test_auto_backend_and_bad_names():
+    assert resolve_backend("auto", "cpu") == "torch"
+    with pytest.raises(ValueError, match="kmeans backend 'sklearn'"):
+        resolve_backend("sklearn", "cpu")
+
+
+def test_blocked_torch_assignment_matches_full_argmax():
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(1000, 8, generator=g), dim=1)
+    c = torch.nn.functional.normalize(torch.randn(7, 8, generator=g), dim=1)
+    small_blocks = _TorchAssign(block_elements=7 * 13)  # 13 rows per block, last one partial
+    assert torch.equal(small_blocks(x, c), (x @ c.T).argmax(1))

@@ -77,6 +77,18 @@ def test_neighbour_cluster_is_never_the_anchor_cluster():
     assert (ssps.assignments[partners] != ssps.assignments[anchors[slots >= 0]]).all()
 
 
+def test_centroid_sampling_substitutes_the_chosen_centroid():
+    ssps, *_ = filled_ssps(M=1, sampling="kmeans-centroid")
+    ssps.cluster(epoch=2)
+    anchors = torch.arange(0, N, 5)
+    chosen, step = ssps.sample(anchors)
+    assert step["ssps_coverage"] == 1.0
+    assert torch.equal(chosen, ssps.nearby[ssps.assignments[anchors], 0])  # M = 1: the nearest other cluster
+    assert (chosen != ssps.assignments[anchors]).all()
+    out = ssps.substitute(torch.zeros(len(anchors), D), chosen)
+    assert torch.equal(out, ssps.centroids[chosen])
+
+
 def test_exclude_same_recording():
     ssps, _, recordings, _ = filled_ssps(exclude_same_recording=True)
     ssps.cluster(epoch=2)
