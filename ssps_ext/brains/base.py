@@ -15,11 +15,12 @@ Subclasses implement ``compute_forward`` / ``compute_objectives`` and
 import logging
 import os
 import time
+from functools import partial
 
 import speechbrain as sb
 import torch
 from speechbrain.nnet.schedulers import update_learning_rate
-from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.checkpoints import Checkpointer, average_checkpoints
 
 from .. import distributed as dist
 from ..verification import evaluate_trials
@@ -80,6 +81,11 @@ class SSLBrain(SSPSHooks, sb.Brain):
 
     # ---------------------------------------------------------------- start
     def on_fit_start(self):
+        if self.hparams.keep_checkpoints < self.hparams.eval_average_last:
+            raise ValueError(
+                f"eval_average_last = {self.hparams.eval_average_last} checkpoints are averaged for evaluation "
+                f"but keep_checkpoints = {self.hparams.keep_checkpoints}: raise keep_checkpoints"
+            )
         fresh = self.checkpointer is None or self.checkpointer.find_checkpoint() is None
         super().on_fit_start()
         if fresh and self.hparams.init_from:
@@ -157,31 +163,54 @@ class SSLBrain(SSPSHooks, sb.Brain):
 
     # ---------------------------------------------------------------- eval
     def load_for_evaluation(self, checkpoint=None):
-        """Loads the evaluation encoder from ``checkpoint`` (a ``CKPT+...``
-        folder of any run with this encoder) or from this run's latest
-        checkpoint; returns the checkpoint path. Only the encoder is read,
-        so optimiser, queue or RNG state of that run do not matter."""
-        recoverables = {self.eval_encoder_key: self.embedding_encoder()}
+        """Loads the evaluation encoder and returns the checkpoints it came from.
+
+        The encoder is the parameter average (BatchNorm statistics included)
+        of the ``eval_average_last`` latest epoch checkpoints, up to and
+        including ``checkpoint`` (a ``CKPT+...`` folder of any run with this
+        encoder), or up to this run's latest one. The paper averages the last
+        10; 1 takes the checkpoint as it is. Only the encoder is read, so
+        optimiser, queue or RNG state of that run do not matter.
+        """
+        n = int(self.hparams.eval_average_last)
+        if n < 1:
+            raise ValueError(f"eval_average_last must be >= 1, got {n}")
+        folder = self.checkpointer.checkpoints_dir
         if checkpoint:
             if not os.path.isfile(os.path.join(checkpoint, "CKPT.yaml")):
                 raise FileNotFoundError(f"eval_checkpoint {checkpoint} is not a CKPT+... checkpoint folder")
             folder = os.path.dirname(os.path.abspath(checkpoint))
-            ckpt = Checkpointer(folder, recoverables).recover_if_possible(
-                ckpt_predicate=lambda c: os.path.samefile(c.path, checkpoint)
+        every = Checkpointer(folder).list_checkpoints()
+        ckpts = [c for c in every if c.meta.get("end-of-epoch", True)]
+        if checkpoint:  # it and the end-of-epoch checkpoints before it
+            target = next(c for c in every if os.path.samefile(c.path, checkpoint))
+            ckpts = [c for c in ckpts if c.meta["unixtime"] < target.meta["unixtime"]] + [target]
+        ckpts.sort(key=lambda c: c.meta["unixtime"])
+        if not ckpts:
+            raise FileNotFoundError(f"no checkpoint to evaluate in {folder}")
+        chosen = ckpts[-n:]
+        missing = [c.path for c in chosen if self.eval_encoder_key not in c.paramfiles]
+        if missing:
+            raise KeyError(f"checkpoint {missing[0]} holds no {self.eval_encoder_key!r} to evaluate")
+        if len(chosen) < n:
+            logger.warning(
+                "eval_average_last = %d but only %d checkpoints in %s: averaging those "
+                "(keep_checkpoints sets how many a run keeps)", n, len(chosen), folder,
             )
-        else:
-            ckpt = Checkpointer(self.checkpointer.checkpoints_dir, recoverables).recover_if_possible()
-            if ckpt is None:
-                raise FileNotFoundError(f"no checkpoint to evaluate in {self.checkpointer.checkpoints_dir}")
-        return str(ckpt.path)
+        state = average_checkpoints(
+            chosen, self.eval_encoder_key, parameter_loader=partial(torch.load, map_location="cpu")
+        )
+        self.embedding_encoder().load_state_dict(state)
+        return [str(c.path) for c in chosen]
 
     def evaluate_verification(self, utterances, trials_file, out_json, checkpoint=None):
         """Scores ``trials_file`` with full-utterance cosine similarity.
 
         Writes ``out_json`` (EER %, minDCF_0.01, minDCF_0.05, n_trials,
-        trials_file, checkpoint) and ``scores.txt`` beside it; returns the dict.
+        trials_file, checkpoint: the latest averaged, averaged_checkpoints) and
+        ``scores.txt`` beside it; returns the dict.
         """
-        ckpt_path = self.load_for_evaluation(checkpoint)
+        ckpt_paths = self.load_for_evaluation(checkpoint)
         encoder = self.embedding_encoder()
         self.modules.eval()
 
@@ -191,6 +220,6 @@ class SSLBrain(SSPSHooks, sb.Brain):
         return evaluate_trials(
             embed, utterances, trials_file, out_json, self.device,
             batch_size=self.hparams.eval_batch_size,
-            extra={"checkpoint": ckpt_path},
+            extra={"checkpoint": ckpt_paths[-1], "averaged_checkpoints": len(ckpt_paths)},
             progressbar=not self.noprogressbar,
         )
