@@ -30,9 +30,6 @@ class DINOBrain(SSLBrain):
     # ------------------------------------------------------------ networks
     eval_encoder_key = "teacher_encoder"
 
-    def reference_encoder(self):
-        return unwrap(self.modules.teacher_encoder)
-
     def augmented(self, crops):
         """(b, n, T) crops -> (n * b, T) augmented, view-major (view 0 rows first)."""
         b, n, length = crops.shape
@@ -64,26 +61,22 @@ class DINOBrain(SSLBrain):
 
     def ssps_step(self, indices, ref, teacher, bottleneck):
         """sample -> replace T_1, T_2 from one Q' slot -> write the originals."""
-        b = indices.shape[0]
-        stored = teacher if self.hparams.ssps_storage == "logits" else bottleneck
-        views = stored.view(2, b, -1)  # (2, b, D_store)
+        stored = self.q_rows(teacher, bottleneck)  # (2, b, D_store)
+        substituted = teacher
         if self.ssps_active():
             slots, stats = self.ssps.sample(indices, ref)
             self.record(**stats)
-            got = slots >= 0
-            replaced = []
-            for v in range(2):
-                rows = self.ssps.pos_queue.embeddings[v][slots[got]]  # (n_got, D_store)
-                if self.hparams.ssps_storage == "bottleneck":
-                    rows = self.modules.teacher_head.last_layer(rows)
-                t = teacher[v * b : (v + 1) * b].clone()
-                t[got] = rows.to(t.dtype)
-                replaced.append(t)
-            substituted = torch.cat(replaced)
-        else:
-            substituted = teacher
-        self.ssps.update(indices, ref, views)
+            rows = torch.cat([self.ssps.substitute(stored[v], slots, view=v) for v in range(2)])  # (2b, D_store)
+            if self.hparams.ssps_storage == "bottleneck":  # through the current teacher last layer
+                rows = self.modules.teacher_head.last_layer(rows)
+            substituted = rows
+        self.ssps.update(indices, ref, stored)
         return substituted
+
+    def q_rows(self, teacher, bottleneck):
+        """What Q' stores of the two teacher views: (2b, D) -> (2, b, D_store)."""
+        stored = teacher if self.hparams.ssps_storage == "logits" else bottleneck
+        return stored.view(2, stored.shape[0] // 2, -1)
 
     # ------------------------------------------------------------ SSPS set-up
     def ssps_layout(self):
@@ -95,8 +88,7 @@ class DINOBrain(SSLBrain):
 
     def ssps_fill_embeddings(self, batch):
         bottleneck, teacher = self.teacher_outputs(self.augmented(batch.global_views.data.to(self.device)))
-        stored = teacher if self.hparams.ssps_storage == "logits" else bottleneck
-        return stored.view(2, batch.global_views.data.shape[0], -1)
+        return self.q_rows(teacher, bottleneck)
 
     # ------------------------------------------------------------ optimisation
     def init_optimizers(self):
@@ -116,11 +108,11 @@ class DINOBrain(SSLBrain):
         if self.epoch <= self.hparams.freeze_last_layer_epochs:
             for p in unwrap(self.modules.head).last_layer.parameters():
                 p.grad = None
-        for group in self.optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    scale = self.hparams.clip_grad / (p.grad.norm() + 1e-6)
-                    p.grad.mul_(scale.clamp(max=1.0))
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            norms = torch.stack(torch._foreach_norm(grads))  # (n_params,)
+            scales = (self.hparams.clip_grad / (norms + 1e-6)).clamp(max=1.0)
+            torch._foreach_mul_(grads, list(scales.unbind()))
         if not self.scaler.is_enabled() and self.skip_nonfinite_grads:
             self.check_gradients()
         self.scaler.step(self.optimizer)

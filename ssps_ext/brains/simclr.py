@@ -21,20 +21,21 @@ class SimCLRBrain(SSLBrain):
         views = batch.views.data.to(self.device)  # (b, 2, T)
         b = views.shape[0]
         x = torch.cat([self.augment(views[:, 0]), self.augment(views[:, 1])])  # (2b, T)
-        y = self.encode(x)  # (2b, D_repr)
-        z = y if self.hparams.projector is None else self.modules.projector(y)
+        z = self.embed(x)  # (2b, D_emb)
         z1, z2 = z[:b], z[b:]  # (b, D_emb) each
         return z1, z2, self.reference_representations(batch)
+
+    def embed(self, x):
+        """(N, T) augmented crops -> Z (N, D_emb): y, or g(y) with a projector."""
+        y = self.encode(x)  # (N, D_repr)
+        return y if self.hparams.projector is None else self.modules.projector(y)
 
     def ssps_layout(self):
         emb = self.hparams.emb_dim if self.hparams.projector is None else self.hparams.projector_dim
         return emb, 1
 
     def ssps_fill_embeddings(self, batch):
-        x = self.augment(batch.views.data.to(self.device)[:, 1])
-        y = self.encode(x)
-        z = y if self.hparams.projector is None else self.modules.projector(y)
-        return z[None]  # (1, b, D_emb)
+        return self.embed(self.augment(batch.views.data.to(self.device)[:, 1]))[None]  # (1, b, D_emb)
 
     def ssps_step(self, indices, ref, z1, z2):
         """sample -> substitute view 2 -> write the originals (paper Fig. 1)."""

@@ -69,8 +69,9 @@ class SSPSHooks:
         return self.ssps.writes(self.epoch) if write else self.ssps.samples(self.epoch)
 
     def reference_encoder(self):
-        """Network that encodes the SSPS reference (SimCLR: the online encoder)."""
-        return unwrap(self.modules.encoder)
+        """Network that encodes the SSPS reference: the evaluation encoder
+        (SimCLR: the online encoder; DINO: the teacher)."""
+        return self.embedding_encoder()
 
     @torch.no_grad()
     def encode_reference(self, wavs):

@@ -70,22 +70,15 @@ class DINOLoss(torch.nn.Module):
         loss (0-d), stats dict (teacher entropy, KL to the student...).
         """
         tau_t = self.teacher_temperature(epoch)
-        log_p_s = F.log_softmax(student / self.student_temp, dim=-1).chunk(self.n_crops)  # n_crops x (b, K)
-        p_t = F.softmax((teacher.detach() - self.center) / tau_t, dim=-1).chunk(self.n_global)
-        total, pairs = 0.0, 0
-        for t, q in enumerate(p_t):
-            for s, log_p in enumerate(log_p_s):
-                if s == t:  # the same view is not its own target
-                    continue
-                total = total + torch.sum(-q * log_p, dim=-1).mean()
-                pairs += 1
-        loss = total / pairs
+        b = teacher.shape[0] // self.n_global
+        log_p = F.log_softmax(student / self.student_temp, dim=-1).view(self.n_crops, b, -1)  # (S, b, K)
+        q = F.softmax((teacher.detach() - self.center) / tau_t, dim=-1).view(self.n_global, b, -1)  # (T, b, K)
+        cross = -torch.einsum("tbk,sbk->ts", q, log_p) / b  # (T, S): mean H(q_t, p_s) per pair of views
+        other_view = ~torch.eye(self.n_global, self.n_crops, dtype=torch.bool, device=cross.device)
+        loss = cross[other_view].mean()  # the same view is not its own target
         with torch.no_grad():
-            q = torch.cat(p_t)
-            stats = {
-                "teacher_entropy": -(q * torch.log(q + 1e-12)).sum(-1).mean(),
-                "kl_div": loss - (-(q * torch.log(q + 1e-12)).sum(-1).mean()),
-            }
+            entropy = -(q * torch.log(q + 1e-12)).sum(-1).mean()
+            stats = {"teacher_entropy": entropy, "kl_div": loss - entropy}
         self.update_center(teacher)
         return loss, stats
 
