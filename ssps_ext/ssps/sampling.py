@@ -17,20 +17,27 @@ A slot of -1 means "fall back to the ordinary same-utterance positive".
 import torch
 
 
-def nearby_clusters(centroids, M):
+def nearby_clusters(centroids, M, block_rows=4096):
     """(K, max(M, 1)) table of candidate clusters for each cluster.
 
     M = 0: each cluster itself. M >= 1: the M most similar *other* clusters,
     most similar first (the own cluster is masked, not assumed to rank first).
+    The cosines are computed ``block_rows`` clusters at a time, so memory is
+    (block_rows, K) instead of (K, K) (2.5 GB at K = 25k, 90 GB at 150k).
     """
     K = centroids.shape[0]
     if M == 0:
         return torch.arange(K, device=centroids.device)[:, None]
     if M >= K:
         raise ValueError(f"SSPS: M = {M} neighbouring clusters needs M < K = {K}")
-    cos = centroids @ centroids.T  # (K, K)
-    cos.fill_diagonal_(float("-inf"))
-    return cos.topk(M, dim=1).indices
+    table = torch.empty(K, M, dtype=torch.long, device=centroids.device)
+    for lo in range(0, K, block_rows):
+        hi = min(lo + block_rows, K)
+        cos = centroids[lo:hi] @ centroids.T  # (hi - lo, K)
+        rows = torch.arange(hi - lo, device=centroids.device)
+        cos[rows, rows + lo] = float("-inf")  # the own cluster
+        table[lo:hi] = cos.topk(M, dim=1).indices
+    return table
 
 
 def choose_clusters(anchor_clusters, table, prob="uniform", exp_lambda=0.7, generator=None):
@@ -71,8 +78,10 @@ class QueueClusters:
         P = slot_utts.shape[0]
         device = slot_utts.device
         valid = slot_utts >= 0
-        # newest slot per utterance: sort by (utterance, recency), keep the last
-        order = torch.argsort(slot_utts.clamp(min=0) * P + recency)
+        # newest slot per utterance: sort by (utterance + 1, recency), keep the
+        # last of each run; empty slots (-1) form their own run (key 0) instead
+        # of sharing utterance 0's
+        order = torch.argsort((slot_utts + 1) * P + recency)
         utts_sorted = slot_utts[order]
         last = torch.ones(P, dtype=torch.bool, device=device)
         last[:-1] = utts_sorted[:-1] != utts_sorted[1:]
@@ -126,13 +135,14 @@ def draw_slots(chosen, queue, generator=None, anchor_recordings=None):
 
 def nearest_neighbour_slots(anchor_ref, anchor_utts, ref_queue_emb, ref_queue_utts, k=1, generator=None):
     """SSPS-NN: one of the ``k`` Q-hat slots closest to each anchor's
-    reference, never the anchor's own utterance; -1 if none is valid."""
+    reference, never the anchor's own utterance nor an empty slot. With fewer
+    than ``k`` valid slots the draw is among the valid ones; -1 if none."""
     sim = anchor_ref @ ref_queue_emb.T  # (b, R)
     invalid = (ref_queue_utts[None, :] == anchor_utts[:, None]) | (ref_queue_utts[None, :] < 0)
     sim = sim.masked_fill(invalid, float("-inf"))
-    top = sim.topk(min(k, sim.shape[1]), dim=1)  # (b, k)
-    pick = torch.randint(0, top.indices.shape[1], (sim.shape[0], 1), generator=generator, device="cpu")
-    pick = pick.to(sim.device)
-    slot = top.indices.gather(1, pick)[:, 0]
-    ok = torch.isfinite(top.values.gather(1, pick)[:, 0])
-    return torch.where(ok, slot, -1)
+    top = sim.topk(min(k, sim.shape[1]), dim=1)  # (b, k), valid entries first
+    n_valid = torch.isfinite(top.values).sum(1)  # (b,)
+    u = torch.rand(sim.shape[0], generator=generator, device="cpu").to(sim.device)
+    pick = (u * n_valid).long().clamp(max=(n_valid - 1).clamp(min=0))  # uniform in [0, n_valid)
+    slot = top.indices.gather(1, pick[:, None])[:, 0]
+    return torch.where(n_valid > 0, slot, -1)

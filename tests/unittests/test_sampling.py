@@ -80,3 +80,37 @@ def test_nearest_neighbour_never_returns_the_anchor():
     assert slots.tolist() == [1, 0]
     none = nearest_neighbour_slots(refs[:1], utts[:1], refs[:1], utts[:1], k=1)
     assert none.tolist() == [-1]
+
+
+def test_empty_slots_do_not_hide_or_favour_utterance_zero():
+    """Empty Q' slots (-1) are apart from utterance 0: utterance 0 written
+    twice around an empty slot still counts once (its newest slot)."""
+    g = torch.Generator().manual_seed(3)
+    assignments = torch.zeros(3, dtype=torch.long)  # utterances 0, 1, 2 in cluster 0
+    slot_utts = torch.tensor([0, -1, 0, 1, -1, 2])
+    for recency in (torch.arange(6), torch.tensor([1, 2, 3, 4, 0, 5])):
+        queue = QueueClusters(slot_utts, recency, assignments)
+        assert queue.slots.sort().values.tolist() == [2, 3, 5]  # newest copy of utterance 0, then 1 and 2
+        slots, pool = draw_slots(torch.zeros(3000, dtype=torch.long), queue, g)
+        assert (pool == 3).all()
+        counts = torch.bincount(slot_utts[slots], minlength=3)  # draws per utterance
+        assert (counts.float() / 3000 - 1 / 3).abs().max() < 0.04  # uniform, utterance 0 not over-drawn
+
+
+def test_blocked_nearby_clusters_equal_dense_topk():
+    g = torch.Generator().manual_seed(4)
+    c = torch.nn.functional.normalize(torch.randn(300, 16, generator=g), dim=1)
+    cos = c @ c.T
+    cos.fill_diagonal_(float("-inf"))
+    dense = cos.topk(5, dim=1).indices
+    for block in (1, 7, 64, 300, 1000):
+        assert torch.equal(nearby_clusters(c, 5, block_rows=block), dense)
+
+
+def test_nearest_neighbour_draws_among_valid_when_k_exceeds_them():
+    refs = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.5, 0.5]]), dim=1)
+    utts = torch.tensor([10, 11, 12, -1])  # slot 3 is empty
+    g = torch.Generator().manual_seed(5)
+    anchor = refs[:1].expand(400, 2)
+    slots = nearest_neighbour_slots(anchor, utts[:1].expand(400), refs, utts, k=10, generator=g)
+    assert set(slots.tolist()) == {1, 2}  # the two valid slots, never the anchor (0) or the empty slot (3)
