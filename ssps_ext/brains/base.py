@@ -71,9 +71,20 @@ class SSLBrain(SSPSHooks, sb.Brain):
             self.steps_per_epoch = len(loader)
         return loader
 
-    def schedule(self, scheduler):
-        """Value of a schedule at the upcoming optimiser step."""
-        return scheduler(self.epoch, self.optimizer_step, self.steps_per_epoch)
+    def schedule(self, scheduler, after_step=False):
+        """Value of a schedule at the current batch (``after_step``: once its
+        optimiser step is done, e.g. for the EMA teacher update).
+
+        The position on the schedule is (epoch - 1) * steps_per_epoch + the
+        batches done in this epoch, i.e. a number of epochs expressed in this
+        run's steps. It depends on the epoch and the fraction of the epoch
+        only, so a base run on 1 process resumed under ``torchrun`` on 4
+        (4x fewer steps per epoch) continues the same learning-rate and
+        momentum curves; a per-process step counter would jump 4x ahead.
+        """
+        done = max(self.step - 1, 0) + int(after_step)  # self.step is 1-based during a batch
+        position = max(self.epoch - 1, 0) * self.steps_per_epoch + done
+        return scheduler(self.epoch, position, self.steps_per_epoch)
 
     def on_fit_batch_start(self, batch, should_step):
         self.lr = self.schedule(self.hparams.lr_schedule)
@@ -107,6 +118,7 @@ class SSLBrain(SSPSHooks, sb.Brain):
         )
         if ckpt is None:
             raise FileNotFoundError(f"init_from: no checkpoint in {folder}")
+        self.step = 0  # an epoch boundary (checkpoints written before this fix hold the batch count)
         logger.info("warm start from %s (epoch %d)", ckpt.path, self.epoch)
 
     # ---------------------------------------------------------------- stats
@@ -143,6 +155,11 @@ class SSLBrain(SSPSHooks, sb.Brain):
         self.hparams.train_logger.log_stats(
             stats_meta={"epoch": epoch, "lr": self.lr, **times}, train_stats=stats
         )
+        # The epoch is done: no batch of it is left to skip on resume.
+        # (SpeechBrain zeroes ``step`` only after this hook, so an end-of-epoch
+        # checkpoint would otherwise carry the epoch's batch count into the
+        # next epoch's clock and loss average.)
+        self.step = 0
         self.checkpointer.save_and_keep_only(
             meta={"epoch": int(epoch), "loss": float(stats.get("loss", stage_loss))},
             num_to_keep=self.hparams.keep_checkpoints,

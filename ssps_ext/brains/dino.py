@@ -124,7 +124,7 @@ class DINOBrain(SSLBrain):
         """Teacher <- m teacher + (1 - m) student, parameters only."""
         if not should_step:
             return
-        m = self.schedule(self.hparams.momentum_schedule)
+        m = self.schedule(self.hparams.momentum_schedule, after_step=True)
         pairs = (("encoder", "teacher_encoder"), ("head", "teacher_head"))
         with torch.no_grad():
             for student, teacher in pairs:

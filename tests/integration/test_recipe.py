@@ -18,7 +18,7 @@ TINY = [
 
 
 def train(hparams, corpus, out, *extra, crops="{views: [2, 1.0]}"):
-    args = [f"--data_folder={corpus}", f"--output_folder={out}", f"--manifest_folder={out}/../manifests",
+    args = [f"--data_folder={corpus}", f"--test_data_folder={corpus}", f"--output_folder={out}", f"--manifest_folder={out}/../manifests",
             *TINY, *extra, f"--crops={crops}"]
     options = {a.split("=", 1)[0]: a for a in args}  # a later --key=value replaces an earlier one
     cmd = [sys.executable, os.path.join(RECIPE, "train.py"), os.path.join(RECIPE, "hparams", hparams), *options.values()]

@@ -117,9 +117,9 @@ def test_ema_moves_teacher_towards_student():
         brain.modules.encoder.blocks[0].conv.conv.weight.add_(1.0)
     t_before = brain.modules.teacher_encoder.blocks[0].conv.conv.weight.clone()
     s_w = brain.modules.encoder.blocks[0].conv.conv.weight
-    brain.optimizer_step = 0
+    brain.step = 1  # first batch of epoch 1 (10 steps per epoch), its optimiser step done
     brain.on_fit_batch_end(None, None, None, should_step=True)
-    m = 0.9  # momentum schedule at step 0
+    m = 1 - 0.1 * (math.cos(math.pi * 1 / 100) + 1) / 2  # CosineMomentum(0.9, 1, 10 epochs) after 1 of 100 steps
     assert torch.allclose(brain.modules.teacher_encoder.blocks[0].conv.conv.weight, m * t_before + (1 - m) * s_w)
 
 
