@@ -1,7 +1,8 @@
 """``SimCLRBrain``: SimCLR / NT-Xent-AM speaker embeddings, optionally with SSPS.
 
 Per step (paper section 2.1.1 and Fig. 1):
-  x, x'   two random 2-s crops of each utterance, augmented independently;
+  x, x'   two random 2-s crops of each utterance, augmented independently
+          and encoded in separate forward passes (``views_in_one_batch``);
   y, y'   ECAPA-TDNN representations (512-d); z = g(y) if a projector is
           configured (the paper uses none, so z = y);
   loss    NT-Xent(-AM) between Z and Z'.
@@ -20,9 +21,12 @@ class SimCLRBrain(SSLBrain):
     def compute_forward(self, batch, stage):
         views = batch.views.data.to(self.device)  # (b, 2, T)
         b = views.shape[0]
-        x = torch.cat([self.augment(views[:, 0]), self.augment(views[:, 1])])  # (2b, T)
-        z = self.embed(x)  # (2b, D_emb)
-        z1, z2 = z[:b], z[b:]  # (b, D_emb) each
+        x1, x2 = self.augment(views[:, 0]), self.augment(views[:, 1])  # (b, T) each
+        if self.hparams.views_in_one_batch:
+            z = self.embed(torch.cat([x1, x2]))  # (2b, D_emb)
+            z1, z2 = z[:b], z[b:]  # (b, D_emb) each
+        else:  # per-view BatchNorm statistics (reference code)
+            z1, z2 = self.embed(x1), self.embed(x2)  # (b, D_emb) each
         return z1, z2, self.reference_representations(batch)
 
     def embed(self, x):

@@ -3,7 +3,10 @@
 A recording (a "video" in VoxCeleb terms) draws one :class:`Channel` shared by
 all of its utterances: microphone band limits and a smooth random EQ curve,
 a room impulse response, a background-noise type with its own spectrum and
-SNR, and a gain. Two crops of one utterance therefore share the speaker *and*
+SNR, and a gain. ``strength="strong"`` (the ``channel`` corpus profile) makes
+the condition dominate the voice, as in the hardest VoxCeleb videos: a
+telephone band on some recordings, a stronger EQ and tilt, longer
+reverberation, lower SNRs and a per-recording dynamic-range compression. Two crops of one utterance therefore share the speaker *and*
 the channel, which is exactly the confound SSPS is designed to break.
 """
 
@@ -66,32 +69,46 @@ class Channel:
     hum_f0: float
     snr_db: float
     gain: float
+    compress: float = 0.0  # tanh drive of the compressor (0 = linear)
 
 
 CHANNEL_NFFT = 2048
 
 
-def draw_channel(rng):
-    """Draws the acoustic condition of a new recording."""
+def draw_channel(rng, strength="normal"):
+    """Draws the acoustic condition of a new recording.
+
+    ``strength``: "normal" (default corpus) or "strong" (see module docstring).
+    """
+    if strength not in ("normal", "strong"):
+        raise ValueError(f"channel strength {strength!r} not in ('normal', 'strong')")
+    strong = strength == "strong"
     freqs = np.fft.rfftfreq(CHANNEL_NFFT, 1 / SAMPLE_RATE)
-    low = rng.uniform(60, 400)
-    high = rng.uniform(2800, 7800)
+    if strong and rng.random() < 0.4:  # telephone band
+        low, high = rng.uniform(250, 400), rng.uniform(3200, 3600)
+    else:
+        low = rng.uniform(60, 400)
+        high = rng.uniform(2800, 7800)
     order = rng.uniform(2, 6)
     band = 1 / (1 + (low / (freqs + 1)) ** order) / (1 + (freqs / high) ** order)
-    response = 20 * np.log10(band + 1e-6) + smooth_curve_db(rng, freqs, 10, 4.0)
-    response += rng.uniform(-4, 4) * np.log2(np.maximum(freqs, 50) / 1000)
+    eq_db, tilt_db = (8.0, 8.0) if strong else (4.0, 4.0)
+    response = 20 * np.log10(band + 1e-6) + smooth_curve_db(rng, freqs, 10, eq_db)
+    response += rng.uniform(-tilt_db, tilt_db) * np.log2(np.maximum(freqs, 50) / 1000)
     rir = synth_rir(
-        rng, rt60=rng.uniform(0.08, 0.7), length_s=0.5, direct=rng.uniform(0.5, 4)
+        rng, rt60=rng.uniform(0.08, 1.0 if strong else 0.7), length_s=0.5, direct=rng.uniform(0.5, 4)
     )
-    return Channel(
+    channel = Channel(
         response_db=response,
         rir=rir,
         noise_type=str(rng.choice(NOISE_TYPES)),
         noise_shape_db=smooth_curve_db(rng, freqs, 8, 6.0),
         hum_f0=float(rng.choice([50.0, 60.0])),
-        snr_db=rng.uniform(5, 30),
+        snr_db=rng.uniform(0, 20) if strong else rng.uniform(5, 30),
         gain=10 ** (rng.uniform(-12, 0) / 20),
     )
+    if strong:
+        channel.compress = float(rng.choice([0.0, rng.uniform(1.0, 6.0)]))
+    return channel
 
 
 def _fft_filter(x, response_db, rir=None):
@@ -146,7 +163,7 @@ def apply_channel(speech, channel, rng):
     """Passes clean speech through a recording's channel.
 
     reverberation -> microphone response -> background noise at the
-    recording SNR (+-2 dB per utterance) -> gain.
+    recording SNR (+-2 dB per utterance) -> compression (tanh drive) -> gain.
     """
     n = len(speech)
     wet = _fft_filter(speech, channel.response_db, channel.rir)
@@ -154,5 +171,7 @@ def apply_channel(speech, channel, rng):
     snr = channel.snr_db + rng.uniform(-2, 2)
     power = np.mean(wet**2) + 1e-10
     wet = wet + noise * np.sqrt(power / 10 ** (snr / 10))
+    if channel.compress > 0:
+        wet = np.tanh(channel.compress * wet / (np.abs(wet).max() + 1e-9))
     wet *= channel.gain / (np.abs(wet).max() + 1e-9) * 0.9
     return wet.astype(np.float32)

@@ -52,11 +52,13 @@ def test_circular_extends_is_reported(tmp_path):
         flatten_hparams(os.path.join(tmp_path, "a.yaml"))
 
 
-@pytest.mark.parametrize("name", ["simclr.yaml", "simclr_ssps.yaml"])
+@pytest.mark.parametrize("name", ["simclr.yaml", "simclr_ssps.yaml", "simclr_cont.yaml"])
 def test_recipe_files_load(name):
-    h, _ = load_hparams(os.path.join(HPARAMS, name), {"data_folder": "/data", "init_from": "/x"} if "ssps" in name else {"data_folder": "/data"})
+    h, _ = load_hparams(os.path.join(HPARAMS, name), {"data_folder": "/data", "test_data_folder": "/t", "init_from": "/x"} if "ssps" in name or "cont" in name else {"data_folder": "/data", "test_data_folder": "/t"})
     assert h["batch_size"] == 256 and h["channels"] == 1024 and h["emb_dim"] == 512
     if "ssps" in name:
         assert h["ssps"].K == 25000 and h["ssps"].M == 1 and h["ssps"].start_epoch == 101
         assert h["number_of_epochs"] == 120 and h["crops"]["ref"] == [1, 4.0]
         assert "ssps" in h["checkpointer"].recoverables and "encoder" in h["checkpointer"].recoverables
+    if "cont" in name:  # the same-compute control: as long as SimCLR-SSPS, no SSPS
+        assert h["number_of_epochs"] == 120 and h["ssps"] is None and h["init_from"] == "/x"

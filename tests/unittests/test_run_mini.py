@@ -27,10 +27,30 @@ def test_mini_overrides_layering():
 
 
 def test_existing_data_folder_gets_generated_noise_and_rirs(tiny_corpus, tmp_path):
-    args = type("A", (), {"data_folder": tiny_corpus, "out": str(tmp_path), "seed": 0})
+    args = type("A", (), {"data_folder": tiny_corpus, "out": str(tmp_path), "seed": 0, "corpus_profile": None, "preset": None})
     data, noise, rir = run_mini.build_data(args)
     assert data == tiny_corpus and noise.startswith(str(tmp_path)) and rir.startswith(str(tmp_path))
     assert sorted(os.listdir(noise)) == ["music", "noise", "speech"] and os.listdir(rir)
     args.data_folder = str(tmp_path / "missing")
     with pytest.raises(SystemExit, match="has no wav"):
         run_mini.build_data(args)
+
+
+def test_fidelity_preset_is_the_studied_setting():
+    """The settings at which the authors' code and ours were compared (fidelity issue)."""
+    base, ssps, cont = (run_mini.mini_overrides(s, "fidelity") for s in ("simclr", "simclr_ssps", "simclr_cont"))
+    for o in (base, ssps, cont):
+        assert (o["channels"], o["attention_channels"], o["emb_dim"], o["batch_size"], o["augment"]) == (128, 128, 512, 64, False)
+    assert base["number_of_epochs"] == 24 and ssps["ssps_start_epoch"] == 25
+    assert ssps["number_of_epochs"] == cont["number_of_epochs"] == 34  # same compute
+    assert (ssps["ssps_K"], ssps["ssps_M"], ssps["ssps_pos_queue_size"], ssps["ssps_ref_seconds"]) == (120, 1, 128, 4.0)
+    assert run_mini.SYSTEMS["simclr_cont"][0] == "simclr_cont.yaml"
+
+
+def test_corpus_profile_from_flag_preset_or_default():
+    args = type("A", (), {"corpus_profile": None, "preset": None})
+    assert run_mini.corpus_profile(args) == "channel"
+    args.preset = "long"
+    assert run_mini.corpus_profile(args) == "default"
+    args.corpus_profile = "channel"
+    assert run_mini.corpus_profile(args) == "channel"

@@ -3,8 +3,8 @@
 
 Usage::
 
-    python train.py hparams/simclr.yaml --data_folder=/data/voxceleb2
-    torchrun --nproc_per_node=4 train.py hparams/dino_ssps.yaml --data_folder=...
+    python train.py hparams/simclr.yaml --data_folder=/data/voxceleb2 --test_data_folder=/data/voxceleb1
+    torchrun --nproc_per_node=4 train.py hparams/dino_ssps.yaml --data_folder=... --test_data_folder=...
     python train.py hparams/simclr.yaml --data_folder=... --test_only \
         --eval_checkpoint=results/simclr/1717/save/CKPT+...   # evaluate only
 
@@ -55,6 +55,7 @@ def main(argv):
         prepare_voxceleb,
         kwargs={
             "data_folder": hparams["data_folder"],
+            "test_data_folder": hparams["test_data_folder"],
             "save_folder": manifests,
             "verification_pairs_file": hparams["verification_file"],
             "splits": ["train", "test"],

@@ -23,7 +23,9 @@ training files are skipped, counted and listed in ``skipped.csv``; the skip
 check covers every option and the trial file.
 
 Layout expected: ``<data_folder>/wav/<spk>/<recording>/<utt>.wav`` (several
-folders may be given comma-separated, e.g. VoxCeleb1,VoxCeleb2). VoxCeleb2
+folders may be given comma-separated). Training reads ``data_folder`` only
+(the paper: VoxCeleb2 dev); the trial files are looked up in
+``test_data_folder`` (VoxCeleb1), which is never added to training. VoxCeleb2
 ships m4a: convert it first, for example
 ``find . -name '*.m4a' | parallel ffmpeg -loglevel error -i {} -ac 1 -ar 16000 {.}.wav``
 then point ``data_folder`` at the folder holding ``wav/``.
@@ -95,14 +97,17 @@ def _trial_rows(trials, folders, sample_rate, num_workers):
 def prepare_voxceleb(
     data_folder, save_folder, verification_pairs_file, splits=("train", "test"),
     split_ratio=(90, 10), amp_th=5e-4, sample_rate=16000, seed=1234,
-    num_workers=None, skip_prep=False,
+    num_workers=None, skip_prep=False, test_data_folder=None,
 ):
     """Writes the VoxCeleb CSVs (see module docstring).
 
     Arguments
     ---------
     data_folder : str
-        Folder(s) holding ``wav/``; comma-separated for several.
+        Training folder(s) holding ``wav/``; comma-separated for several.
+    test_data_folder : str or None
+        Folder(s) whose ``wav/`` holds the trial files (None: ``data_folder``,
+        for corpora that hold both, like the mini corpus).
     save_folder : str
         Where the CSVs go.
     verification_pairs_file : str
@@ -119,8 +124,11 @@ def prepare_voxceleb(
     if skip_prep:
         return
     folders = [d.strip() for d in str(data_folder).split(",") if d.strip()]
+    test_folders = folders
+    if test_data_folder is not None:
+        test_folders = [d.strip() for d in str(test_data_folder).split(",") if d.strip()]
     options = dict(
-        data_folder=folders, splits=sorted(splits), split_ratio=list(split_ratio),
+        data_folder=folders, test_data_folder=test_folders, splits=sorted(splits), split_ratio=list(split_ratio),
         amp_th=amp_th, sample_rate=sample_rate, seed=seed,
         trials=os.path.abspath(verification_pairs_file),
         trials_mtime=os.path.getmtime(verification_pairs_file),
@@ -183,7 +191,7 @@ def prepare_voxceleb(
         )
 
     if "test" in splits:
-        enrol, test = _trial_rows(trials, folders, sample_rate, num_workers)
+        enrol, test = _trial_rows(trials, test_folders, sample_rate, num_workers)
         _write_csv(os.path.join(save_folder, "enrol.csv"), TEST_FIELDS, enrol)
         _write_csv(os.path.join(save_folder, "test.csv"), TEST_FIELDS, test)
 
