@@ -7,7 +7,7 @@ Usage::
     python recipes/VoxCeleb/SSPS/run_mini.py --out OUT --systems simclr,dino
     python recipes/VoxCeleb/SSPS/run_mini.py --out OUT --data_folder /data/vox1  # any VoxCeleb-layout folder
     python recipes/VoxCeleb/SSPS/run_mini.py --out OUT --augment=False --batch_size=32
-    python recipes/VoxCeleb/SSPS/run_mini.py --out OUT --preset fidelity --seed 1   # SSPS fidelity study
+    python recipes/VoxCeleb/SSPS/run_mini.py --out OUT --preset fidelity --seeds 0,1,2   # SSPS fidelity study
 
 Without ``--data_folder`` the synthetic mini corpus is built in ``OUT/corpus``
 (``python -m ssps_ext.mini_corpus``; its shape is ``--corpus_profile`` or the
@@ -35,6 +35,8 @@ import sys
 import time
 
 import ruamel.yaml
+
+import seed_summary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # system -> (hparams file, system whose save folder it resumes or None,
@@ -171,21 +173,8 @@ def run_system(name, data, noise, rir, args, passthrough):
     return result
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--data_folder", default=None)
-    parser.add_argument("--systems", default=DEFAULT_SYSTEMS)
-    parser.add_argument("--seed", type=int, default=0, help="mini-corpus seed")
-    parser.add_argument("--preset", default=None, help="a preset of hparams/mini_cpu.yaml, e.g. fidelity")
-    parser.add_argument("--corpus_profile", default=None, help="mini-corpus shape (ssps_ext.mini_corpus.PROFILES)")
-    parser.add_argument("--noprogressbar", action="store_true")
-    args, extra = parser.parse_known_args(argv)
-    bad = [a for a in extra if not a.startswith("--") or "=" not in a]
-    if bad:
-        raise SystemExit(f"extra arguments must be --key=value overrides, got {bad}")
-    passthrough = dict(a[2:].split("=", 1) for a in extra)
-    args.out = os.path.abspath(args.out)
+def run_one(args, passthrough):
+    """Corpus + every selected system into ``args.out``; prints the table."""
     os.makedirs(args.out, exist_ok=True)
     data, noise, rir = build_data(args)
     results = {}
@@ -201,6 +190,35 @@ def main(argv=None):
             f"| {r['n_trials']} | {r['minutes']:.1f} |"
         )
     return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--data_folder", default=None)
+    parser.add_argument("--systems", default=DEFAULT_SYSTEMS)
+    parser.add_argument("--seed", type=int, default=0, help="mini-corpus seed")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated corpus seeds: one run each in OUT/seed<N>, then mean and spread")
+    parser.add_argument("--preset", default=None, help="a preset of hparams/mini_cpu.yaml, e.g. fidelity")
+    parser.add_argument("--corpus_profile", default=None, help="mini-corpus shape (ssps_ext.mini_corpus.PROFILES)")
+    parser.add_argument("--noprogressbar", action="store_true")
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if not a.startswith("--") or "=" not in a]
+    if bad:
+        raise SystemExit(f"extra arguments must be --key=value overrides, got {bad}")
+    passthrough = dict(a[2:].split("=", 1) for a in extra)
+    args.out = os.path.abspath(args.out)
+    if args.seeds is None:
+        return run_one(args, passthrough)
+    if args.data_folder is not None:
+        raise SystemExit("--seeds varies the synthetic corpus: it cannot be combined with --data_folder")
+    top = args.out
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        args.seed, args.out = seed, os.path.join(top, f"seed{seed}")
+        run_one(args, passthrough)
+    print()
+    return seed_summary.main([top])
 
 
 if __name__ == "__main__":
