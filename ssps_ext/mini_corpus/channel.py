@@ -3,8 +3,8 @@
 A recording (a "video" in VoxCeleb terms) draws one :class:`Channel` shared by
 all of its utterances: microphone band limits and a smooth random EQ curve,
 a room impulse response, a background-noise type with its own spectrum and
-SNR, and a gain. ``strength="strong"`` (the ``channel`` corpus profile) makes
-the condition dominate the voice, as in the hardest VoxCeleb videos: a
+SNR, and a gain. ``strength="medium"`` (the ``channel`` corpus profile) and
+"strong" make the condition harsher, as in the hardest VoxCeleb videos: a
 telephone band on some recordings, a stronger EQ and tilt, longer
 reverberation, lower SNRs and a per-recording dynamic-range compression. Two crops of one utterance therefore share the speaker *and*
 the channel, which is exactly the confound SSPS is designed to break.
@@ -75,39 +75,47 @@ class Channel:
 CHANNEL_NFFT = 2048
 
 
+# Severity of the recording channels: telephone-band share, EQ and tilt (dB),
+# longest RT60 (s), SNR range (dB), compressed share and tanh drive range.
+STRENGTHS = {
+    "normal": dict(phone=0.0, eq=4.0, tilt=4.0, rt60=0.7, snr=(5, 30), compressed=0.0, drive=(1.0, 1.0)),
+    "medium": dict(phone=0.3, eq=6.0, tilt=6.0, rt60=0.85, snr=(5, 25), compressed=0.5, drive=(1.0, 3.0)),
+    "strong": dict(phone=0.4, eq=8.0, tilt=8.0, rt60=1.0, snr=(0, 20), compressed=0.5, drive=(1.0, 6.0)),
+}
+
+
 def draw_channel(rng, strength="normal"):
     """Draws the acoustic condition of a new recording.
 
-    ``strength``: "normal" (default corpus) or "strong" (see module docstring).
+    ``strength``: a key of ``STRENGTHS`` ("normal" for the default corpus).
     """
-    if strength not in ("normal", "strong"):
-        raise ValueError(f"channel strength {strength!r} not in ('normal', 'strong')")
-    strong = strength == "strong"
+    if strength not in STRENGTHS:
+        raise ValueError(f"channel strength {strength!r} not in {tuple(STRENGTHS)}")
+    cfg = STRENGTHS[strength]
+    harsh = strength != "normal"  # draws only the normal corpus has none of
     freqs = np.fft.rfftfreq(CHANNEL_NFFT, 1 / SAMPLE_RATE)
-    if strong and rng.random() < 0.4:  # telephone band
+    if harsh and rng.random() < cfg["phone"]:  # telephone band
         low, high = rng.uniform(250, 400), rng.uniform(3200, 3600)
     else:
         low = rng.uniform(60, 400)
         high = rng.uniform(2800, 7800)
     order = rng.uniform(2, 6)
     band = 1 / (1 + (low / (freqs + 1)) ** order) / (1 + (freqs / high) ** order)
-    eq_db, tilt_db = (8.0, 8.0) if strong else (4.0, 4.0)
-    response = 20 * np.log10(band + 1e-6) + smooth_curve_db(rng, freqs, 10, eq_db)
-    response += rng.uniform(-tilt_db, tilt_db) * np.log2(np.maximum(freqs, 50) / 1000)
-    rir = synth_rir(
-        rng, rt60=rng.uniform(0.08, 1.0 if strong else 0.7), length_s=0.5, direct=rng.uniform(0.5, 4)
-    )
+    response = 20 * np.log10(band + 1e-6) + smooth_curve_db(rng, freqs, 10, cfg["eq"])
+    response += rng.uniform(-cfg["tilt"], cfg["tilt"]) * np.log2(np.maximum(freqs, 50) / 1000)
+    rir = synth_rir(rng, rt60=rng.uniform(0.08, cfg["rt60"]), length_s=0.5, direct=rng.uniform(0.5, 4))
     channel = Channel(
         response_db=response,
         rir=rir,
         noise_type=str(rng.choice(NOISE_TYPES)),
         noise_shape_db=smooth_curve_db(rng, freqs, 8, 6.0),
         hum_f0=float(rng.choice([50.0, 60.0])),
-        snr_db=rng.uniform(0, 20) if strong else rng.uniform(5, 30),
+        snr_db=rng.uniform(*cfg["snr"]),
         gain=10 ** (rng.uniform(-12, 0) / 20),
     )
-    if strong:
-        channel.compress = float(rng.choice([0.0, rng.uniform(1.0, 6.0)]))
+    if harsh:
+        drive = rng.uniform(*cfg["drive"])
+        channel.compress = float(drive if rng.random() < cfg["compressed"] else 0.0)
     return channel
 
 

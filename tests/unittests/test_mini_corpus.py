@@ -70,28 +70,32 @@ def test_speaker_traits_shape_the_spectrum():
     assert same > other + 0.2
 
 
-def test_channel_profile_shape_and_strong_channels():
+def test_channel_profile_shape_and_harsh_channels():
     """The fidelity study's corpus: 48 x 5 x 6 utterances of ~6 s, 16 test
-    speakers, 4,000 trials; strong channels (telephone band, compression)."""
+    speakers, 4,000 trials; harsh channels (telephone band, compression)."""
+    import pytest
+
     from ssps_ext.mini_corpus import PROFILES
-    from ssps_ext.mini_corpus.channel import draw_channel
+    from ssps_ext.mini_corpus.channel import STRENGTHS, draw_channel
 
     cfg = PROFILES["channel"]
     assert (cfg.n_dev_speakers, cfg.recordings_per_speaker, cfg.utterances_per_recording) == (48, (5, 5), (6, 6))
     assert cfg.n_test_speakers == 16 and 2 * cfg.max_target_trials == 4000 and cfg.duration_s == (5.5, 6.5)
-    strong = [draw_channel(np.random.default_rng([0, k]), "strong") for k in range(300)]
-    normal = [draw_channel(np.random.default_rng([0, k])) for k in range(300)]
-    assert all(c.compress == 0.0 for c in normal)
-    assert 0.35 < np.mean([c.compress > 0 for c in strong]) < 0.65  # half the recordings compressed
-    assert max(c.snr_db for c in strong) <= 20 < min(c.snr_db for c in normal) + 16
+    assert cfg.channel_strength == "medium"
     freqs = np.fft.rfftfreq(2048, 1 / 16000)
     k1, k5 = np.searchsorted(freqs, 1000), np.searchsorted(freqs, 5000)
 
     def muffled(channels):  # share of recordings losing >= 15 dB at 5 kHz relative to 1 kHz
         return np.mean([c.response_db[k5] - c.response_db[k1] < -15 for c in channels])
 
-    assert muffled(strong) > muffled(normal) + 0.1  # telephone band and stronger EQ / tilt
-    import pytest
-
+    normal = [draw_channel(np.random.default_rng([0, k])) for k in range(300)]
+    assert all(c.compress == 0.0 for c in normal)
+    for strength in ("medium", "strong"):
+        harsh = [draw_channel(np.random.default_rng([0, k]), strength) for k in range(300)]
+        share = STRENGTHS[strength]["compressed"]
+        assert abs(np.mean([c.compress > 0 for c in harsh]) - share) < 0.1
+        lo, hi = STRENGTHS[strength]["snr"]
+        assert all(lo <= c.snr_db <= hi for c in harsh)
+        assert muffled(harsh) > muffled(normal) + 0.1  # telephone band and stronger EQ / tilt
     with pytest.raises(ValueError, match="channel strength"):
         draw_channel(np.random.default_rng(0), "weak")
