@@ -72,7 +72,7 @@ def test_speaker_traits_shape_the_spectrum():
 
 def test_channel_profile_shape_and_harsh_channels():
     """The fidelity study's corpus: 48 x 5 x 6 utterances of ~6 s, 16 test
-    speakers, 4,000 trials; harsh channels (telephone band, compression)."""
+    speakers, 4,000 trials; the harsher channel strengths do what they say."""
     import pytest
 
     from ssps_ext.mini_corpus import PROFILES
@@ -81,7 +81,7 @@ def test_channel_profile_shape_and_harsh_channels():
     cfg = PROFILES["channel"]
     assert (cfg.n_dev_speakers, cfg.recordings_per_speaker, cfg.utterances_per_recording) == (48, (5, 5), (6, 6))
     assert cfg.n_test_speakers == 16 and 2 * cfg.max_target_trials == 4000 and cfg.duration_s == (5.5, 6.5)
-    assert cfg.channel_strength == "medium"
+    assert cfg.channel_strength == "normal"
     freqs = np.fft.rfftfreq(2048, 1 / 16000)
     k1, k5 = np.searchsorted(freqs, 1000), np.searchsorted(freqs, 5000)
 
