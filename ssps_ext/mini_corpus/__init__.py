@@ -56,8 +56,7 @@ class CorpusConfig:
 # one of six kinds), 16 test speakers, 4,000 trials (2,000 targets, all across
 # recordings). Harsher channels ("medium", "strong": telephone band,
 # compression) are a ``channel_strength`` away; with them the small CPU model
-# learned the channels and not the voices (fidelity issue closing notes). There, two crops of one utterance share a channel
-# that is easier to learn than the voice, which is the case SSPS addresses.
+# learned the channels and not the voices (fidelity issue closing notes).
 PROFILES = {
     "default": CorpusConfig(),
     "channel": CorpusConfig(

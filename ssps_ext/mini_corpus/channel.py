@@ -3,11 +3,12 @@
 A recording (a "video" in VoxCeleb terms) draws one :class:`Channel` shared by
 all of its utterances: microphone band limits and a smooth random EQ curve,
 a room impulse response, a background-noise type with its own spectrum and
-SNR, and a gain. ``strength="medium"`` (the ``channel`` corpus profile) and
-"strong" make the condition harsher, as in the hardest VoxCeleb videos: a
-telephone band on some recordings, a stronger EQ and tilt, longer
-reverberation, lower SNRs and a per-recording dynamic-range compression. Two crops of one utterance therefore share the speaker *and*
-the channel, which is exactly the confound SSPS is designed to break.
+SNR, and a gain. ``strength="medium"`` and "strong" make the condition
+harsher, as in the hardest VoxCeleb videos: a telephone band on some
+recordings, a stronger EQ and tilt, longer reverberation, lower SNRs and a
+per-recording dynamic-range compression. Two crops of one utterance
+therefore share the speaker *and* the channel, which is exactly the confound
+SSPS is designed to break.
 """
 
 from dataclasses import dataclass

@@ -2,13 +2,13 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
 
 import pytest
 import torch
 
+import seed_summary
 from conftest import RECIPE
 
 TINY = [
@@ -29,11 +29,7 @@ def train(hparams, corpus, out, *extra, crops="{views: [2, 1.0]}"):
 
 def epoch_stats(out):
     """{epoch: {stat: value}} parsed from train_log.txt."""
-    stats = {}
-    for line in open(os.path.join(out, "train_log.txt")):
-        epoch = int(re.search(r"epoch: (\d+)", line).group(1))
-        stats[epoch] = {k: float(v) for k, v in re.findall(r"train (\w+): ([-0-9.e+]+)", line)}
-    return stats
+    return seed_summary.read_log(os.path.join(out, "train_log.txt"))
 
 
 @pytest.mark.skip(reason="the epoch-mean loss of this 4-steps-per-epoch tiny run is noise since the per-view "

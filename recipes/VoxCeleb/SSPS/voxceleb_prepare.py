@@ -55,6 +55,11 @@ def _utt_parts(rel):
     return parts[0], "/".join(parts[:2]), stem
 
 
+def _folder_list(value):
+    """'a, b' -> ['a', 'b'] (comma-separated folders)."""
+    return [d.strip() for d in str(value).split(",") if d.strip()]
+
+
 def _write_csv(path, fields, rows):
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -123,10 +128,8 @@ def prepare_voxceleb(
     """
     if skip_prep:
         return
-    folders = [d.strip() for d in str(data_folder).split(",") if d.strip()]
-    test_folders = folders
-    if test_data_folder is not None:
-        test_folders = [d.strip() for d in str(test_data_folder).split(",") if d.strip()]
+    folders = _folder_list(data_folder)
+    test_folders = folders if test_data_folder is None else _folder_list(test_data_folder)
     options = dict(
         data_folder=folders, test_data_folder=test_folders, splits=sorted(splits), split_ratio=list(split_ratio),
         amp_th=amp_th, sample_rate=sample_rate, seed=seed,
