@@ -23,6 +23,7 @@ from speechbrain.nnet.schedulers import update_learning_rate
 from speechbrain.utils.checkpoints import Checkpointer, average_checkpoints
 
 from .. import distributed as dist
+from ..checkpoints import AtomicCheckpointer
 from ..verification import evaluate_trials
 from .ssps_hooks import SSPSHooks, unwrap
 
@@ -113,7 +114,7 @@ class SSLBrain(SSPSHooks, sb.Brain):
         """
         skip = {"dataloader-TRAIN", *self.hparams.warm_start_exclude}
         recoverables = {k: v for k, v in self.checkpointer.recoverables.items() if k not in skip}
-        ckpt = Checkpointer(folder, recoverables).recover_if_possible(
+        ckpt = AtomicCheckpointer(folder, recoverables).recover_if_possible(
             ckpt_predicate=lambda c: c.meta.get("end-of-epoch", True)
         )
         if ckpt is None:
