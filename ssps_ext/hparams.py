@@ -9,7 +9,9 @@ which extends ``common.yaml``). The merge happens before HyperPyYAML resolves
 ``!ref``, so a parent's ``!ref <number_of_epochs>`` sees the child's value.
 
 Command-line overrides are applied afterwards with SpeechBrain's usual rule
-(an unknown key is an error). ``!include:`` paths stay relative to the file
+(an unknown top-level key is an error); a nested override of a mapping
+(``--crops={reff: ...}``) must also name keys that mapping has, where
+HyperPyYAML would silently add them. ``!include:`` paths stay relative to the file
 that contains them.
 """
 
@@ -113,11 +115,15 @@ def _load_tree(path, seen=()):
     return base
 
 
+def _dump(tree):
+    out = io.StringIO()
+    ruamel.yaml.YAML().dump(tree, out)
+    return out.getvalue()
+
+
 def flatten_hparams(path):
     """YAML text of ``path`` with its ``extends`` chain merged in."""
-    out = io.StringIO()
-    ruamel.yaml.YAML().dump(_dependency_order(_load_tree(path)), out)
-    return out.getvalue()
+    return _dump(_dependency_order(_load_tree(path)))
 
 
 def load_hparams(path, overrides=None):
@@ -128,5 +134,25 @@ def load_hparams(path, overrides=None):
     hparams : dict
     text : str, the merged YAML (what ``hyperparams.yaml`` should record).
     """
-    text = flatten_hparams(path)
+    tree = _dependency_order(_load_tree(path))
+    _check_nested_overrides(tree, overrides)
+    text = _dump(tree)
     return load_hyperpyyaml(text, overrides), text
+
+
+def _check_nested_overrides(tree, overrides, where=""):
+    """Raises KeyError for an override key that a nested mapping lacks."""
+    if isinstance(overrides, str):
+        overrides = ruamel.yaml.YAML(typ="safe").load(overrides) if overrides.strip() else None
+    if not isinstance(overrides, dict):
+        return
+    for key, value in overrides.items():
+        if key not in tree:
+            if where:
+                raise KeyError(
+                    f"override {where}{key}: {where.rstrip('.') or 'the file'} has no key {key!r} "
+                    f"(it has {', '.join(map(str, tree))})"
+                )
+            continue  # top level: SpeechBrain's own check reports it
+        if isinstance(value, dict) and isinstance(tree[key], dict) and _tag(tree[key]) is None:
+            _check_nested_overrides(tree[key], value, f"{where}{key}.")

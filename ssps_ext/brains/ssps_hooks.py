@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from .. import distributed as dist
+from ..ssps.kmeans import resolve_backend
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,12 @@ class SSPSHooks:
         """
         if self.ssps is None:
             return
+        if self.ssps.start_epoch > self.hparams.number_of_epochs:
+            raise ValueError(
+                f"ssps_start_epoch = {self.ssps.start_epoch} is after the last epoch "
+                f"(number_of_epochs = {self.hparams.number_of_epochs}): SSPS would never sample"
+            )
+        resolve_backend(self.ssps.kmeans_backend, self.device)  # an unavailable backend fails now, not after the fill
         rows = sorted(train_set.data.values(), key=lambda r: int(r["utt_index"]))
         if [int(r["utt_index"]) for r in rows] != list(range(len(rows))):
             raise ValueError("train.csv: utt_index must number the utterances 0..N-1; re-run data preparation")

@@ -21,12 +21,13 @@ from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, registe
 
 from .. import distributed as dist
 from .diagnostics import kmeans_nmi, sampling_stats
-from .kmeans import spherical_kmeans
+from .kmeans import BACKENDS, spherical_kmeans
 from .queue import RingQueue
 from .sampling import QueueClusters, choose_clusters, draw_slots, nearby_clusters, nearest_neighbour_slots
 
 logger = logging.getLogger(__name__)
 SAMPLINGS = ("kmeans-repr", "kmeans-centroid", "nn")
+CLUSTER_PROBS = ("uniform", "exp")
 
 
 @register_checkpoint_hooks
@@ -77,6 +78,10 @@ class SSPS(torch.nn.Module):
             raise ValueError(f"SSPS needs K >= 1 and M >= 0, got K={K}, M={M}")
         if sampling != "nn" and M >= K:
             raise ValueError(f"SSPS: M = {M} neighbouring clusters needs M < K = {K}")
+        if cluster_prob not in CLUSTER_PROBS:
+            raise ValueError(f"SSPS cluster_prob {cluster_prob!r} not in {CLUSTER_PROBS}")
+        if kmeans_backend not in BACKENDS:
+            raise ValueError(f"SSPS kmeans_backend {kmeans_backend!r} not in {BACKENDS}")
         self.K, self.M, self.start_epoch, self.sampling = K, M, start_epoch, sampling
         self.pos_queue_size = pos_queue_size or K
         self.kmeans_iters, self.kmeans_backend = kmeans_iters, kmeans_backend
@@ -114,6 +119,11 @@ class SSPS(torch.nn.Module):
             ref = pos  # Q-hat and Q' are written in lockstep, slot for slot
         if pos <= 0 or ref <= 0:
             raise ValueError(f"SSPS queues would be empty: |Q'| = {pos}, |Q-hat| = {ref} with global batch {global_batch}")
+        if self.sampling != "nn" and self.K > ref:
+            raise ValueError(
+                f"SSPS: K = {self.K} clusters but Q-hat holds {ref} references "
+                f"({n_utterances} utterances rounded down to a multiple of the global batch {global_batch})"
+            )
         self.ref_queue = RingQueue(ref, repr_dim)
         self.pos_queue = RingQueue(pos, emb_dim, n_views)
         self.register_buffer("assignments", torch.full((n_utterances,), -1, dtype=torch.long))

@@ -62,3 +62,16 @@ def test_recipe_files_load(name):
         assert "ssps" in h["checkpointer"].recoverables and "encoder" in h["checkpointer"].recoverables
     if "cont" in name:  # the same-compute control: as long as SimCLR-SSPS, no SSPS
         assert h["number_of_epochs"] == 120 and h["ssps"] is None and h["init_from"] == "/x"
+
+
+def test_nested_override_with_unknown_key_is_an_error(tmp_path):
+    path = write(tmp_path, "f.yaml", """
+        crops: {views: [2, 2.0], ref: [1, 4.0]}
+        other: 1
+        """)
+    h, _ = load_hparams(path, {"crops": {"ref": [1, 3.0]}})
+    assert h["crops"] == {"views": [2, 2.0], "ref": [1, 3.0]}
+    with pytest.raises(KeyError, match="crops.reff"):
+        load_hparams(path, {"crops": {"reff": [1, 3.0]}})
+    with pytest.raises(KeyError, match="reff"):
+        load_hparams(path, "crops: {reff: [1, 3.0]}")  # as sb.parse_arguments passes them

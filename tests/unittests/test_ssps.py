@@ -37,6 +37,14 @@ def test_setup_errors_name_the_setting():
         SSPS(K=200).setup(N, B, D, D)
     with pytest.raises(ValueError, match="rec_id"):
         SSPS(K=4, exclude_same_recording=True, pos_queue_size=16).setup(N, B, D, D)
+    # 96 + 5 utterances, global batch 16: Q-hat holds 96 references, K = 100 cannot be clustered
+    with pytest.raises(ValueError, match="K = 100 clusters but Q-hat holds 96 references"):
+        SSPS(K=100, pos_queue_size=16).setup(N + 5, 16, D, D)
+    SSPS(K=96, pos_queue_size=16).setup(N + 5, 16, D, D)
+    with pytest.raises(ValueError, match="cluster_prob 'expo'"):
+        SSPS(K=4, cluster_prob="expo")
+    with pytest.raises(ValueError, match="kmeans_backend 'faiss'"):
+        SSPS(K=4, kmeans_backend="faiss")
 
 
 def test_sizes_rounded_to_global_batch_and_sampling_schedule():
@@ -128,3 +136,23 @@ def test_checkpoint_with_other_queue_sizes_is_a_clear_error(tmp_path):
     other.setup(N + B, B, D, D)
     with pytest.raises(ValueError, match=r"ref_queue.indices \(96,\) vs \(104,\)"):
         Checkpointer(str(tmp_path), {"ssps": other}).recover_if_possible()
+
+
+def test_brain_settings_checked_before_training():
+    """ssps_start_epoch after the last epoch, or an unavailable k-means
+    backend, stop ``prepare_training`` (before any queue fill or step)."""
+    from types import SimpleNamespace
+
+    from ssps_ext.brains.ssps_hooks import SSPSHooks
+
+    def brain(ssps, epochs):
+        return SimpleNamespace(hparams=SimpleNamespace(ssps=ssps, number_of_epochs=epochs), ssps=ssps, device="cpu")
+
+    with pytest.raises(ValueError, match="ssps_start_epoch = 11 is after the last epoch"):
+        SSPSHooks.prepare_training(brain(SSPS(K=4, start_epoch=11), 10), train_set=None)
+    from ssps_ext.ssps.kmeans import available_backends
+
+    if "faiss-gpu" in available_backends():
+        pytest.skip("faiss-gpu is available here: no unavailable backend to request")
+    with pytest.raises(RuntimeError, match="'faiss-gpu' is not available"):
+        SSPSHooks.prepare_training(brain(SSPS(K=4, start_epoch=3, kmeans_backend="faiss-gpu"), 10), train_set=None)
