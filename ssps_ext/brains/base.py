@@ -4,6 +4,7 @@
 - per-view augmentation switched by the ``augment`` boolean;
 - schedules recomputed every step from the restored training clock;
 - per-epoch statistics (all-reduced), train log, end-of-epoch checkpoints;
+- a step with a non-finite loss changes nothing (``FiniteStepGuard``);
 - warm start from another run's checkpoint (``init_from``), which is how an
   SSPS run resumes a base SSL run with its schedules continuing;
 - verification on a trial list (``evaluate_verification``).
@@ -25,12 +26,13 @@ from speechbrain.utils.checkpoints import Checkpointer, average_checkpoints
 from .. import distributed as dist
 from ..checkpoints import AtomicCheckpointer
 from ..verification import evaluate_trials
+from .guard import FiniteStepGuard
 from .ssps_hooks import SSPSHooks, unwrap
 
 logger = logging.getLogger(__name__)
 
 
-class SSLBrain(SSPSHooks, sb.Brain):
+class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
     """Base Brain for self-supervised speaker-embedding training."""
 
     def __init__(self, *args, **kwargs):
@@ -153,6 +155,8 @@ class SSLBrain(SSPSHooks, sb.Brain):
             return
         stats = self.epoch_stats()
         times = {"epoch_s": round(time.time() - self._epoch_clock, 1), "start_s": round(self.epoch_start_s, 1)}
+        if self.nonfinite_steps:
+            times["nonfinite_steps"] = self.nonfinite_steps
         self.hparams.train_logger.log_stats(
             stats_meta={"epoch": epoch, "lr": self.lr, **times}, train_stats=stats
         )

@@ -70,7 +70,7 @@ class DINOBrain(SSLBrain):
             if self.hparams.ssps_storage == "bottleneck":  # through the current teacher last layer
                 rows = self.modules.teacher_head.last_layer(rows)
             substituted = rows
-        self.ssps.update(indices, ref, stored)
+        self.after_finite_step(self.ssps.update, indices, ref, stored)
         return substituted
 
     def q_rows(self, teacher, bottleneck):

@@ -48,7 +48,7 @@ class SimCLRBrain(SSLBrain):
             slots, stats = self.ssps.sample(indices, ref)
             z2_pos = self.ssps.substitute(z2, slots)
             self.record(**stats)
-        self.ssps.update(indices, ref, z2.detach()[None])
+        self.after_finite_step(self.ssps.update, indices, ref, z2.detach()[None])
         return z2_pos
 
     def compute_objectives(self, predictions, batch, stage):

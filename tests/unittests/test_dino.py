@@ -61,7 +61,8 @@ def tiny_brain(storage="logits", ssps=None):
     encoder = ECAPA_TDNN(8, channels=[8, 8, 8, 8, 24], lin_neurons=8, attention_channels=8, se_channels=8)
     head = DINOHead(8, 16, hidden_dim=8, bottleneck_dim=4)
     modules = {
-        "compute_features": Fbank(n_mels=8), "mean_var_norm": InputNormalization("sentence", std_norm=False),
+        # global norm: its running statistics are plain tensor attributes, which the non-finite guard must restore too
+        "compute_features": Fbank(n_mels=8), "mean_var_norm": InputNormalization(norm_type="global", std_norm=False),
         "encoder": encoder, "head": head,
         "teacher_encoder": ECAPA_TDNN(8, channels=[8, 8, 8, 8, 24], lin_neurons=8, attention_channels=8, se_channels=8),
         "teacher_head": DINOHead(8, 16, hidden_dim=8, bottleneck_dim=4), "dino_loss": DINOLoss(16, n_crops=6),
@@ -172,3 +173,47 @@ def test_storage_modes_agree_when_last_layer_unchanged():
         outs.append(brain.ssps_step(torch.arange(4), torch.ones(4, 8), torch.zeros(8, 16), torch.zeros(8, 4)))
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
     assert outs[0].abs().sum() > 0
+
+
+def test_nonfinite_step_changes_nothing_and_patience_names_the_utterances():
+    """A NaN in one crop: parameters, BatchNorm statistics, teacher, centre,
+    SSPS queues and generator are exactly as before; a finite step does
+    change them; more than nonfinite_patience bad steps in a row stop."""
+    ssps = ssps_for("bottleneck")
+    brain = tiny_brain("bottleneck", ssps)
+    fill_and_cluster(brain, ssps)
+    brain.hparams.lr_schedule = lambda epoch, position, steps: 0.1
+    brain.step = 1
+
+    def batch(bad):
+        out = Batch(ref=3000)
+        out.id = [f"spk/rec/{i:05d}" for i in range(4)]
+        if bad:
+            out.global_views.data[2, 1, 50] = float("nan")
+        return out
+
+    def snapshot():
+        return (
+            {k: v.clone() for k, v in brain.modules.state_dict().items()},
+            {k: v.clone() for k, v in ssps.state_dict().items()},
+            ssps.generator.get_state().clone(),
+        )
+
+    def same(a, b):
+        return all(torch.equal(a[i][k], b[i][k]) for i in (0, 1) for k in a[i]) and torch.equal(a[2], b[2])
+
+    before = snapshot()
+    loss = brain.fit_batch(batch(bad=True))
+    assert not torch.isfinite(loss) and brain.nonfinite_steps == 1 and brain.nonfinite_in_row == 1
+    assert same(before, snapshot())
+    assert torch.isfinite(brain.fit_batch(batch(bad=False)))
+    after = snapshot()
+    assert brain.nonfinite_in_row == 0
+    changed = [k for k in before[0] if not torch.equal(before[0][k], after[0][k])]
+    assert any(k.startswith("teacher_encoder") for k in changed) and "dino_loss.center" in changed
+    assert any(k.startswith("encoder") and "running_mean" in k for k in changed)
+    assert not torch.equal(before[1]["pos_queue.embeddings"], after[1]["pos_queue.embeddings"])
+    brain.nonfinite_patience = 1
+    brain.fit_batch(batch(bad=True))
+    with pytest.raises(ValueError, match=r"2 steps in a row.*spk/rec/00002"):
+        brain.fit_batch(batch(bad=True))
