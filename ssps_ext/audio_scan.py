@@ -1,10 +1,12 @@
 """Checks audio files before training and writes augmentation manifests.
 
 ``scan_audio`` reads each file's header (and, with ``amp_th``, its samples)
-in a process pool and classifies it as ``ok``, ``unreadable``, ``silent``,
+in a process pool and classifies it as ``ok``, ``unreadable``, ``non_finite`` (NaN / Inf
+samples in a float file), ``silent``,
 ``bad_rate`` or ``bad_channels``. Callers decide what is fatal: a wrong
 sample rate or channel count is a corpus-preparation mistake (clear error),
-an unreadable or silent training file is a counted, logged skip.
+an unreadable, non-finite or silent training file is a counted, logged
+skip; any such trial file is an error.
 """
 
 import glob
@@ -35,6 +37,8 @@ def _scan_one(args):
             x, _ = sf.read(path, dtype="float32")
         except Exception as e:
             return path, info.frames, "unreadable", str(e).splitlines()[0]
+        if not np.isfinite(x).all():
+            return path, info.frames, "non_finite", f"{int((~np.isfinite(x)).sum())} NaN/Inf samples"
         if np.abs(x).mean() < amp_th:
             return path, info.frames, "silent", f"mean |x| < {amp_th}"
     return path, info.frames, "ok", ""

@@ -84,11 +84,19 @@ def test_unreadable_and_silent_training_files_are_skipped_and_listed(tmp_path):
     with open(corrupt, "wb") as f:
         f.write(b"RIFF not really a wav")
     silent = write_wav(root, "id00001/recA/00004.wav", amp=0.0)
+    nan = os.path.join(root, "wav", "id00001", "recA", "00005.wav")
+    x = np.full(16000, 0.1, dtype=np.float32)
+    x[100] = np.nan
+    sf.write(nan, x, 16000, subtype="FLOAT")
     out = os.path.join(root, "csv")
     prepare_voxceleb(root, out, trials, num_workers=1)
     assert len(read(os.path.join(out, "train.csv"))) == 4
     skipped = {r["wav"]: r["reason"] for r in read(os.path.join(out, "skipped.csv"))}
-    assert skipped == {corrupt: "unreadable", silent: "silent"}
+    assert skipped == {corrupt: "unreadable", silent: "silent", nan: "non_finite"}
+    # the same file in a trial list is an error naming it
+    os.replace(nan, os.path.join(root, "wav", "id00003", "recA", "00001.wav"))
+    with pytest.raises(RuntimeError, match="id00003/recA/00001.wav is non_finite"):
+        prepare_voxceleb(root, os.path.join(root, "csv2"), trials, num_workers=1)
 
 
 def test_trial_errors_name_the_line_or_file(tmp_path):

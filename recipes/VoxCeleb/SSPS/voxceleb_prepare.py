@@ -171,7 +171,7 @@ def prepare_voxceleb(
         _write_csv(os.path.join(save_folder, "skipped.csv"), ["wav", "reason", "detail"], skipped)
         if skipped:
             logger.warning(
-                "skipped %d unreadable/silent training file(s), listed in %s",
+                "skipped %d unreadable/non-finite/silent training file(s), listed in %s",
                 len(skipped), os.path.join(save_folder, "skipped.csv"),
             )
         if not rows:
