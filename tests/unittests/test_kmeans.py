@@ -26,6 +26,8 @@ def test_recovers_separated_blobs(backend):
 
 
 def test_backends_agree_up_to_permutation():
+    if len(available_backends()) < 2:
+        pytest.skip(f"only {available_backends()} here: install faiss-cpu to compare backends")
     x, _ = blobs(n_blobs=8, noise=0.3, seed=1)
     results = [spherical_kmeans(x, 8, 10, seed=4, backend=b) for b in available_backends()]
     ref_centroids, ref_labels = results[0]
