@@ -26,7 +26,7 @@ from .queue import RingQueue
 from .sampling import QueueClusters, choose_clusters, draw_slots, nearby_clusters, nearest_neighbour_slots
 
 logger = logging.getLogger(__name__)
-SAMPLINGS = ("kmeans-repr", "kmeans-centroid", "nn")
+SAMPLINGS = ("kmeans-repr", "kmeans-centroid", "nn", "supervised")
 CLUSTER_PROBS = ("uniform", "exp")
 
 
@@ -45,8 +45,12 @@ class SSPS(torch.nn.Module):
         epoch counter). The queues are written from ``start_epoch - 1``.
     sampling : str
         "kmeans-repr" (the paper's SSPS), "kmeans-centroid" (the positive is
-        the centroid of c-hat) or "nn" (SSPS-NN: one of ``nn_k`` nearest
-        references).
+        the centroid of c-hat), "nn" (SSPS-NN: one of ``nn_k`` nearest
+        references) or "supervised" (SSPS paper Table 1, "supervised"
+        positives: the clusters are the true speakers, read from ``spk_id``,
+        with M = 0; with ``exclude_same_recording`` the positive is another
+        recording of the anchor's speaker: the label-quality upper bound of
+        SSPS on the same data).
     pos_queue_size : int or None
         |Q'| before rounding down to a multiple of the global batch; None = K.
     kmeans_iters : int
@@ -76,6 +80,8 @@ class SSPS(torch.nn.Module):
             raise ValueError(f"SSPS sampling {sampling!r} not in {SAMPLINGS}")
         if K < 1 or M < 0:
             raise ValueError(f"SSPS needs K >= 1 and M >= 0, got K={K}, M={M}")
+        if sampling == "supervised" and M != 0:
+            raise ValueError(f"SSPS supervised sampling draws from the anchor's own speaker: M must be 0, got {M}")
         if sampling != "nn" and M >= K:
             raise ValueError(f"SSPS: M = {M} neighbouring clusters needs M < K = {K}")
         if cluster_prob not in CLUSTER_PROBS:
@@ -104,6 +110,10 @@ class SSPS(torch.nn.Module):
         speakers, recordings : optional (N,) int labels, diagnostics only
             (``recordings`` is also what ``exclude_same_recording`` uses).
         """
+        if self.sampling == "supervised":
+            if speakers is None:
+                raise ValueError("SSPS supervised sampling needs the spk_id column in train.csv")
+            self.K = int(torch.as_tensor(speakers).max()) + 1  # one "cluster" per speaker
         if self.K > n_utterances:
             raise ValueError(f"SSPS: K = {self.K} clusters but the training set has only {n_utterances} utterances")
         if self.exclude_same_recording and recordings is None:
@@ -150,6 +160,11 @@ class SSPS(torch.nn.Module):
         Returns diagnostics (NMI with speaker / recording labels, if any).
         """
         if self.sampling == "nn" or int(self.clustered_epoch) == epoch:
+            return {}
+        if self.sampling == "supervised":  # the true speakers are the clusters
+            self.assignments.copy_(self.speakers)
+            self.nearby.copy_(nearby_clusters(self.centroids, 0))
+            self.clustered_epoch.fill_(epoch)
             return {}
         written = self.ref_queue.indices >= 0
         if int(written.sum()) < self.K:

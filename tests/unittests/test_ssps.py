@@ -107,6 +107,31 @@ def test_exclude_same_recording():
     assert stats["ssps_recording_acc"] == 0
 
 
+def test_supervised_sampling_draws_the_true_speaker_from_another_recording():
+    """Labels instead of k-means: references are random (k-means would not
+    find the speakers), yet every partner is the anchor's speaker."""
+    speakers, recordings, _ = speaker_world()
+    ssps = SSPS(K=1, M=0, start_epoch=2, pos_queue_size=48, sampling="supervised", exclude_same_recording=True)
+    ssps.setup(N, B, D, D, 1, speakers, recordings)
+    assert ssps.K == 12
+    noise = torch.nn.functional.normalize(torch.randn(N, D, generator=torch.Generator().manual_seed(3)), dim=1)
+    for step in range(N // B):
+        idx = torch.arange(step * B, (step + 1) * B)
+        ssps.update(idx, noise[idx], noise[idx][None])
+    ssps.cluster(epoch=2)
+    anchors = torch.arange(48, N)  # their speakers' other recordings are in Q' (utterances 48..95)
+    slots, stats = ssps.sample(anchors)
+    assert (slots >= 0).all()
+    partners = ssps.pos_queue.indices[slots]
+    assert torch.equal(speakers[partners], speakers[anchors])
+    assert (recordings[partners] != recordings[anchors]).all()
+    assert stats["ssps_speaker_acc"] == 1.0
+    with pytest.raises(ValueError, match="M must be 0"):
+        SSPS(K=4, M=1, sampling="supervised")
+    with pytest.raises(ValueError, match="spk_id"):
+        SSPS(K=4, M=0, sampling="supervised").setup(N, B, D, D)
+
+
 def test_no_clusters_yet_means_fallback():
     ssps, *_ = filled_ssps()
     slots, stats = ssps.sample(torch.arange(B))
