@@ -31,7 +31,7 @@ class RandomState:
 
     @mark_as_loader
     def load(self, path, end_of_epoch=True):
-        state = torch.load(path)
+        state = torch.load(path, weights_only=True)
         torch.set_rng_state(state["torch"])
         keys = np.frombuffer(state["numpy"].numpy().tobytes(), dtype=np.uint32)
         np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))

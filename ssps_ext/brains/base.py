@@ -165,10 +165,20 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
         # checkpoint would otherwise carry the epoch's batch count into the
         # next epoch's clock and loss average.)
         self.step = 0
+        self.before_checkpoint()
         self.checkpointer.save_and_keep_only(
             meta={"epoch": int(epoch), "loss": float(stats.get("loss", stage_loss))},
             num_to_keep=self.hparams.keep_checkpoints,
         )
+
+    def before_checkpoint(self):
+        """Collective work every rank does before rank 0 writes a checkpoint."""
+        if self.ssps is not None:
+            self.ssps.gather_generator_states()
+
+    def _save_intra_epoch_ckpt(self):
+        self.before_checkpoint()
+        super()._save_intra_epoch_ckpt()
 
     # ---------------------------------------------------------------- DDP
     def _wrap_distributed(self):
@@ -220,7 +230,7 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
                 "(keep_checkpoints sets how many a run keeps)", n, len(chosen), folder,
             )
         state = average_checkpoints(
-            chosen, self.eval_encoder_key, parameter_loader=partial(torch.load, map_location="cpu")
+            chosen, self.eval_encoder_key, parameter_loader=partial(torch.load, map_location="cpu", weights_only=True)
         )
         self.embedding_encoder().load_state_dict(state)
         return [str(c.path) for c in chosen]

@@ -246,13 +246,22 @@ class SSPS(torch.nn.Module):
         self.pos_queue.write(indices, gathered)
 
     # ------------------------------------------------------------ checkpoint
+    def gather_generator_states(self):
+        """Collects every rank's sampling-generator state into this rank's
+        next checkpoint (call on all ranks before a save: only rank 0 writes)."""
+        self._rank_generators = dist.gather(self.generator.get_state()[None])  # (world, S) uint8
+
     @mark_as_saver
     def _save(self, path):
-        torch.save({"state": self.state_dict(), "generator": self.generator.get_state()}, path)
+        gens = getattr(self, "_rank_generators", None)
+        if gens is None or gens.shape[0] != dist.world_size():
+            gens = self.generator.get_state()[None]  # (1, S): this rank only
+        torch.save({"state": self.state_dict(), "generator": gens[0], "rank_generators": gens}, path)
+        self._rank_generators = None
 
     @mark_as_loader
     def _load(self, path, end_of_epoch=True):
-        saved = torch.load(path, map_location="cpu")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         mine = self.state_dict()
         wrong = [
             f"{name} {tuple(tensor.shape)} vs {tuple(mine[name].shape)}"
@@ -266,6 +275,11 @@ class SSPS(torch.nn.Module):
                 "base run with init_from instead of resuming this checkpoint"
             )
         self.load_state_dict(saved["state"])
+        gens = saved.get("rank_generators")
+        if gens is not None and gens.shape[0] == dist.world_size():
+            self.generator.set_state(gens[dist.rank()].clone())  # each rank continues its own draws
+            return
         self.generator.set_state(saved["generator"])
-        if dist.rank() > 0:
+        if dist.rank() > 0:  # saved with another process count: ranks > 0 draw afresh
+            logger.warning("SSPS checkpoint %s holds no generator state for rank %d: reseeding it", path, dist.rank())
             self.generator.manual_seed(self.seed + dist.rank() + int(self.pos_queue.n_written))

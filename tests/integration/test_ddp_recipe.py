@@ -31,7 +31,7 @@ def test_ssps_state_identical_on_both_ranks(tiny_corpus, tmp_path):
     torchrun(os.path.join(HERE, "ddp_train_and_dump.py"), str(tmp_path), os.path.join(RECIPE, "hparams", "simclr_ssps.yaml"),
              *common, f"--output_folder={tmp_path}/ssps", f"--init_from={tmp_path}/simclr/save", "--number_of_epochs=3",
              "--ssps_start_epoch=2", "--ssps_K=4", "--ssps_pos_queue_size=8", "--crops={views: [2, 1.0], ref: [1, 1.5]}")
-    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    r0, r1 = torch.load(tmp_path / "rank0.pt", weights_only=True), torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0.keys() == r1.keys()
     for name in r0:
         assert torch.equal(r0[name], r1[name]), name
@@ -63,7 +63,7 @@ def test_one_process_base_resumed_on_two_continues_schedules(tiny_corpus, tmp_pa
     lr_at = WarmupCosine(0.05, final=1e-5, warmup_epochs=1, total_epochs=4)
     m_at = CosineMomentum(0.996, 1.0, total_epochs=4)
     for rank in (0, 1):
-        calls = torch.load(tmp_path / f"schedules{rank}.pt")
+        calls = torch.load(tmp_path / f"schedules{rank}.pt", weights_only=True)
         assert calls and {epoch for epoch, *_ in calls} == {2}
         for epoch, batch, spe, name, value in calls:
             epochs_done = 1 + (batch - 1) / spe  # at the start of this batch

@@ -45,7 +45,7 @@ def worker(rank, folder):
 
 def test_two_ranks_identical_queues_and_assignments(tmp_path):
     mp.spawn(worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD))
     for name, tensor in r0["state"].items():
         assert torch.equal(tensor, r1["state"][name]), name
     assert (r0["state"]["ref_queue.indices"] >= 0).all()

@@ -181,3 +181,25 @@ def test_brain_settings_checked_before_training():
         pytest.skip("faiss-gpu is available here: no unavailable backend to request")
     with pytest.raises(RuntimeError, match="'faiss-gpu' is not available"):
         SSPSHooks.prepare_training(brain(SSPS(K=4, start_epoch=3, kmeans_backend="faiss-gpu"), 10), train_set=None)
+
+
+def test_each_rank_restores_its_own_generator(tmp_path, monkeypatch):
+    """Rank 0 writes every rank's generator state; rank 1 continues its own
+    draws after a resume (not rank 0's, not a reseed). Ranks are simulated:
+    the gather returns the two ranks' states as a real all_gather would."""
+    from ssps_ext import distributed
+
+    ranks = [filled_ssps()[0] for _ in range(2)]
+    fresh = filled_ssps()[0]  # the resumed rank 1
+    ranks[1].generator.manual_seed(123)
+    for r in ranks:
+        torch.rand(5, generator=r.generator)
+    states = torch.stack([r.generator.get_state() for r in ranks])
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "gather", lambda x: states)
+    ranks[0].gather_generator_states()
+    Checkpointer(str(tmp_path), {"ssps": ranks[0]}).save_checkpoint()
+    expected = torch.rand(3, generator=ranks[1].generator)
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    Checkpointer(str(tmp_path), {"ssps": fresh}).recover_if_possible()
+    assert torch.equal(torch.rand(3, generator=fresh.generator), expected)
