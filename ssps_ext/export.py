@@ -10,7 +10,9 @@ that::
 
 The feature extractor, normalisation and encoder definitions are copied,
 fully resolved, from the training hyperparameters, so any architecture
-change made there is exported as is.
+change made there is exported as is. No path is written into the file: the
+Pretrainer fetches ``embedding_model.ckpt`` from whatever ``source`` it is
+given, so the folder can be copied anywhere or uploaded to a model hub.
 """
 
 import io
@@ -52,7 +54,6 @@ def export_inference(folder, encoder, hparams_yaml, overrides=None, checkpoint="
     resolved = resolve_references(hparams_yaml, overrides).getvalue()
     tree = ruamel.yaml.YAML().load(resolved)
     out = ruamel.yaml.comments.CommentedMap()
-    out["pretrained_path"] = os.path.abspath(folder)
     for key, source in (("compute_features", "compute_features"), ("mean_var_norm", "mean_var_norm"),
                         ("embedding_model", encoder_key)):
         out[key] = _without_comments(tree[source])
@@ -70,8 +71,6 @@ def export_inference(folder, encoder, hparams_yaml, overrides=None, checkpoint="
             "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
             "    loadables:\n"
             "        embedding_model: !ref <embedding_model>\n"
-            "    paths:\n"
-            "        embedding_model: !ref <pretrained_path>/embedding_model.ckpt\n"
         )
     torch.save(encoder.state_dict(), os.path.join(folder, "embedding_model.ckpt"))
     return folder

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -56,11 +57,21 @@ def test_simclr_verification_json(simclr_run):
 
 
 def test_exported_model_works_with_speechbrain_inference(simclr_run, tiny_corpus, tmp_path):
-    """The exported folder, loaded by SpeechBrain's SpeakerRecognition,
-    scores the first trials exactly as the training-time evaluation did."""
+    """The exported folder, copied elsewhere and loaded from there by
+    SpeechBrain's SpeakerRecognition, scores the first trials exactly as the
+    training-time evaluation did."""
     from speechbrain.inference.speaker import SpeakerRecognition
 
-    model = SpeakerRecognition.from_hparams(source=os.path.join(simclr_run, "inference"), savedir=str(tmp_path))
+    moved = str(tmp_path / "elsewhere" / "model")
+    shutil.copytree(os.path.join(simclr_run, "inference"), moved)
+    hidden = os.path.join(simclr_run, "inference.hidden")
+    os.rename(os.path.join(simclr_run, "inference"), hidden)  # the original is gone while the copy loads
+    try:
+        model = SpeakerRecognition.from_hparams(source=moved, savedir=str(tmp_path / "savedir"))
+    finally:
+        os.rename(hidden, os.path.join(simclr_run, "inference"))
+    settings = [line for line in open(os.path.join(moved, "hyperparams.yaml")) if not line.startswith("#")]
+    assert not [line for line in settings if "/" in line]  # no path of any kind outside the comments
     rows = [line.split() for line in open(os.path.join(simclr_run, "scores.txt"))][:6]
     for first, second, _, expected in rows:
         score, _ = model.verify_files(os.path.join(tiny_corpus, "wav", first), os.path.join(tiny_corpus, "wav", second))
