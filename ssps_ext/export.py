@@ -39,7 +39,32 @@ def _without_comments(node):
     return node
 
 
-def export_inference(folder, encoder, hparams_yaml, overrides=None, checkpoint="", encoder_key="encoder"):
+CARD = """# Speaker embeddings: {system}
+
+Self-supervised ECAPA-TDNN speaker encoder trained with ssps-speechbrain.
+
+| trial list | EER (%) | minDCF 0.01 | minDCF 0.05 | trials |
+|---|---|---|---|---|
+| `{trials}` | {EER:.2f} | {dcf_01:.3f} | {dcf_05:.3f} | {n_trials} |
+
+- Decision threshold: cosine >= {EER_threshold:.4f} (the EER threshold on the list above,
+  also `eer_threshold` in `hyperparams.yaml`; SpeechBrain's default 0.25 does not suit
+  self-supervised embeddings).
+- Source checkpoint: `{checkpoint_name}` (averaged checkpoints: {averaged_checkpoints}).
+- Trained with: `{command}`
+
+```python
+from ssps_ext.inference import SSLSpeakerRecognition  # SpeakerRecognition + this threshold
+model = SSLSpeakerRecognition.from_hparams(source="<this folder or hub id>", savedir="tmp")
+score, same = model.verify_files("a.wav", "b.wav")
+# or SpeechBrain's class: score = SpeakerRecognition...verify_files(a, b)[0];
+# same = score >= model.hparams.eer_threshold
+```
+"""
+
+
+def export_inference(folder, encoder, hparams_yaml, overrides=None, checkpoint="", encoder_key="encoder",
+                     metrics=None, command=""):
     """Writes the inference folder.
 
     Arguments
@@ -50,10 +75,16 @@ def export_inference(folder, encoder, hparams_yaml, overrides=None, checkpoint="
     overrides : the command-line overrides of the run.
     checkpoint : str, recorded in the header.
     encoder_key : key of the encoder definition in ``hparams_yaml``.
+    metrics : dict from ``evaluate_trials`` (EER, its threshold, minDCF...):
+        the threshold goes into ``hyperparams.yaml`` as ``eer_threshold`` and
+        everything into the model card ``README.md``.
+    command : str, the training command, for the model card.
     """
     resolved = resolve_references(hparams_yaml, overrides).getvalue()
     tree = ruamel.yaml.YAML().load(resolved)
     out = ruamel.yaml.comments.CommentedMap()
+    if metrics:
+        out["eer_threshold"] = round(float(metrics["EER_threshold"]), 6)
     for key, source in (("compute_features", "compute_features"), ("mean_var_norm", "mean_var_norm"),
                         ("embedding_model", encoder_key)):
         out[key] = _without_comments(tree[source])
@@ -73,4 +104,13 @@ def export_inference(folder, encoder, hparams_yaml, overrides=None, checkpoint="
             "        embedding_model: !ref <embedding_model>\n"
         )
     torch.save(encoder.state_dict(), os.path.join(folder, "embedding_model.ckpt"))
+    if metrics:
+        with open(os.path.join(folder, "README.md"), "w") as f:
+            f.write(CARD.format_map({
+                **metrics, "system": os.path.basename(os.path.dirname(os.path.abspath(folder))),
+                "trials": os.path.basename(metrics.get("trials_file", "")),
+                "checkpoint_name": os.path.basename(checkpoint), "command": command,
+                "averaged_checkpoints": metrics.get("averaged_checkpoints", 1),
+                "dcf_01": metrics["minDCF_0.01"], "dcf_05": metrics["minDCF_0.05"],
+            }))
     return folder

@@ -57,11 +57,21 @@ def min_dcf(positive_scores, negative_scores, p_target=0.01, c_miss=1.0, c_fa=1.
 
 
 def verification_metrics(scores, labels, p_targets=(0.01, 0.05)):
-    """EER (percent) and minDCF at each p_target for one trial list."""
+    """EER (percent), its threshold and minDCF at each p_target for one trial
+    list. Non-finite scores or a list without both classes are errors, not
+    a meaningless EER."""
     scores = torch.as_tensor(scores, dtype=torch.float64)
     labels = torch.as_tensor(labels).bool()
+    bad = int((~torch.isfinite(scores)).sum())
+    if bad:
+        raise ValueError(f"{bad} of {scores.numel()} trial scores are NaN or Inf: the embeddings are not finite")
     pos, neg = scores[labels], scores[~labels]
-    out = {"EER": 100 * eer(pos, neg)[0]}
+    if pos.numel() == 0 or neg.numel() == 0:
+        raise ValueError(
+            f"the trial list has {pos.numel()} target and {neg.numel()} non-target trials: an EER needs both"
+        )
+    rate, threshold = eer(pos, neg)
+    out = {"EER": 100 * rate, "EER_threshold": threshold}
     for p in p_targets:
         out[f"minDCF_{p:g}"] = min_dcf(pos, neg, p_target=p)[0]
     out["n_trials"] = int(scores.numel())

@@ -77,6 +77,22 @@ def test_exported_model_works_with_speechbrain_inference(simclr_run, tiny_corpus
         score, _ = model.verify_files(os.path.join(tiny_corpus, "wav", first), os.path.join(tiny_corpus, "wav", second))
         assert float(score) == pytest.approx(float(expected), abs=1e-4), (first, second)
     assert len({round(float(r[3]), 3) for r in rows}) > 1  # the scores differ from pair to pair
+    result = json.load(open(os.path.join(simclr_run, "verification.json")))
+    threshold = model.hparams.eer_threshold
+    assert threshold == pytest.approx(result["EER_threshold"], abs=1e-6)
+    from ssps_ext.inference import SSLSpeakerRecognition
+
+    calibrated = SSLSpeakerRecognition.from_hparams(source=moved, savedir=str(tmp_path / "savedir2"))
+    decisions = []
+    for first, second, _, expected in rows:
+        score, decision = calibrated.verify_files(
+            os.path.join(tiny_corpus, "wav", first), os.path.join(tiny_corpus, "wav", second)
+        )
+        assert float(score) == pytest.approx(float(expected), abs=1e-4)
+        decisions.append(bool(decision) == (float(expected) > threshold))
+    assert all(decisions)
+    card = open(os.path.join(moved, "README.md")).read()
+    assert f"| {result['EER']:.2f} |" in card and "veri_test2.txt" in card and "train.py" in card
     assert model.encode_batch(torch.zeros(1, 16000) + 0.01).shape == (1, 1, 16)
 
 

@@ -50,6 +50,14 @@ def test_ties_and_extremes():
 def test_verification_metrics_keys_and_percent():
     out = verification_metrics(torch.tensor([0.9, 0.2, 0.8, 0.1]), torch.tensor([1, 0, 1, 0]))
     assert out["EER"] == 0.0 and out["n_trials"] == 4
-    assert set(out) == {"EER", "minDCF_0.01", "minDCF_0.05", "n_trials"}
+    assert set(out) == {"EER", "EER_threshold", "minDCF_0.01", "minDCF_0.05", "n_trials"}
+    assert 0.2 < out["EER_threshold"] <= 0.8  # separates the two classes
     noisy = verification_metrics(torch.tensor([0.9, 0.95, 0.8, 0.1]), torch.tensor([1, 0, 1, 0]))
     assert noisy["EER"] == pytest.approx(50.0)
+
+
+def test_bad_scores_or_one_class_lists_are_errors():
+    with pytest.raises(ValueError, match="1 of 4 trial scores are NaN"):
+        verification_metrics(torch.tensor([0.9, float("nan"), 0.8, 0.1]), torch.tensor([1, 0, 1, 0]))
+    with pytest.raises(ValueError, match="2 target and 0 non-target"):
+        verification_metrics(torch.tensor([0.9, 0.8]), torch.tensor([1, 1]))

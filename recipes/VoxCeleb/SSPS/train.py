@@ -107,6 +107,8 @@ def main(argv):
             merged_yaml,
             overrides,
             checkpoint=result["checkpoint"],
+            metrics=result,
+            command=" ".join(["python", *sys.argv]),
         )
 
 
