@@ -85,21 +85,26 @@ STRENGTHS = {
 }
 
 
-def draw_channel(rng, strength="normal"):
+def draw_channel(rng, strength="normal", band_low=(60, 400), band_high=(2800, 7800), snr=None, rt60=None):
     """Draws the acoustic condition of a new recording.
 
     ``strength``: a key of ``STRENGTHS`` ("normal" for the default corpus).
+    ``band_low`` / ``band_high``: ranges (Hz) of the microphone's band edges
+    outside the telephone band; ``snr`` (dB range) and ``rt60`` (longest, s)
+    replace the strength's values when given. The random draws are the same
+    whatever the ranges, so only the values change.
     """
     if strength not in STRENGTHS:
         raise ValueError(f"channel strength {strength!r} not in {tuple(STRENGTHS)}")
-    cfg = STRENGTHS[strength]
+    cfg = dict(STRENGTHS[strength])
+    cfg.update({k: v for k, v in (("snr", snr), ("rt60", rt60)) if v is not None})
     harsh = strength != "normal"  # draws only the normal corpus has none of
     freqs = np.fft.rfftfreq(CHANNEL_NFFT, 1 / SAMPLE_RATE)
     if harsh and rng.random() < cfg["phone"]:  # telephone band
         low, high = rng.uniform(250, 400), rng.uniform(3200, 3600)
     else:
-        low = rng.uniform(60, 400)
-        high = rng.uniform(2800, 7800)
+        low = rng.uniform(*band_low)
+        high = rng.uniform(*band_high)
     order = rng.uniform(2, 6)
     band = 1 / (1 + (low / (freqs + 1)) ** order) / (1 + (freqs / high) ** order)
     response = 20 * np.log10(band + 1e-6) + smooth_curve_db(rng, freqs, 10, cfg["eq"])

@@ -99,3 +99,21 @@ def test_channel_profile_shape_and_harsh_channels():
         assert muffled(harsh) > muffled(normal) + 0.1  # telephone band and stronger EQ / tilt
     with pytest.raises(ValueError, match="channel strength"):
         draw_channel(np.random.default_rng(0), "weak")
+
+
+def test_channel_band_edges_and_noise_ranges():
+    """Band-edge and SNR ranges change the values drawn, not the draws: the
+    same seed gives the same noise type and gain, only the edges move."""
+    from ssps_ext.mini_corpus.channel import CHANNEL_NFFT, SAMPLE_RATE, draw_channel
+
+    freqs = np.fft.rfftfreq(CHANNEL_NFFT, 1 / SAMPLE_RATE)
+    wide = draw_channel(np.random.default_rng(5), "normal", band_low=(60, 61), band_high=(7800, 7801), snr=(30, 31))
+    narrow = draw_channel(np.random.default_rng(5), "normal", band_low=(390, 400), band_high=(2800, 2810), snr=(0, 1))
+    assert wide.noise_type == narrow.noise_type and wide.gain == narrow.gain
+    assert 30 <= wide.snr_db <= 31 and 0 <= narrow.snr_db <= 1
+    at = {f: int(np.argmin(np.abs(freqs - f))) for f in (100, 1000, 6000)}
+    # relative to 1 kHz, 100 Hz and 6 kHz are cut by the narrow band and kept by the wide one
+    for f in (100, 6000):
+        assert (narrow.response_db[at[f]] - narrow.response_db[at[1000]]) < (
+            wide.response_db[at[f]] - wide.response_db[at[1000]]
+        ) - 6
