@@ -1,5 +1,6 @@
 """Two gloo processes on CPU: identical SSPS state on both ranks, and the
-distributed NT-Xent equals the single-process loss on the global batch."""
+distributed NT-Xent equals the single-process loss on the global batch, with
+the same gradients and the same parameters after one optimiser step."""
 
 import os
 
@@ -21,6 +22,16 @@ def data():
     return speakers, refs
 
 
+def encoder():
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, D))
+
+
+def views():
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(b * WORLD, 5, generator=g), torch.randn(b * WORLD, 5, generator=g)
+
+
 def worker(rank, folder):
     os.environ.update(MASTER_ADDR="127.0.0.1")
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=WORLD)
@@ -37,8 +48,17 @@ def worker(rank, folder):
     g = torch.Generator().manual_seed(1)
     z1, z2 = torch.randn(2 * b * WORLD, D, generator=g).chunk(2)
     local = NTXent(0.5, margin=0.1)(z1[rank * b : (rank + 1) * b], z2[rank * b : (rank + 1) * b])
+    # gradients through DDP + gathered negatives, then one Adam step
+    model = torch.nn.parallel.DistributedDataParallel(encoder())
+    x1, x2 = (v[rank * b : (rank + 1) * b] for v in views())
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    NTXent(0.5, margin=0.1)(model(x1), model(x2)).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    opt.step()
     torch.save(
-        {"state": ssps.state_dict(), "slots": slots, "loss": local.detach()}, os.path.join(folder, f"rank{rank}.pt")
+        {"state": ssps.state_dict(), "slots": slots, "loss": local.detach(), "grads": grads,
+         "params": [p.detach().clone() for p in model.parameters()]},
+        os.path.join(folder, f"rank{rank}.pt"),
     )
     dist.destroy_process_group()
 
@@ -56,3 +76,16 @@ def test_two_ranks_identical_queues_and_assignments(tmp_path):
     z1, z2 = torch.randn(2 * b * WORLD, D, generator=g).chunk(2)
     glob = NTXent(0.5, margin=0.1)(z1, z2)
     assert torch.allclose((r0["loss"] + r1["loss"]) / 2, glob, atol=1e-6)
+    # gradients and one step: 2 ranks x b anchors == 1 process x 2b anchors
+    model = encoder()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    x1, x2 = views()
+    NTXent(0.5, margin=0.1)(model(x1), model(x2)).backward()
+    for rank_out in (r0, r1):
+        for got, want in zip(rank_out["grads"], [p.grad for p in model.parameters()]):
+            assert torch.allclose(got, want, atol=1e-6)
+    assert any(float(p.grad.abs().max()) > 1e-4 for p in model.parameters())
+    opt.step()
+    for rank_out in (r0, r1):
+        for got, want in zip(rank_out["params"], model.parameters()):
+            assert torch.allclose(got, want, atol=1e-6)
