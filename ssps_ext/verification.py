@@ -11,6 +11,7 @@ import json
 import logging
 import os
 
+import numpy as np
 import torch
 import torch.distributed
 from tqdm import tqdm
@@ -88,6 +89,17 @@ def score_trials(ids, embeddings, trials):
     return (embeddings[e] * embeddings[t]).sum(-1)
 
 
+def write_plots(folder, scores, trials, ids, embeddings, result):
+    """det.png, scores.png and tsne.png (``ssps_ext.plots``) in ``folder``."""
+    from . import plots
+
+    labels = np.array([t[0] for t in trials])
+    name = os.path.basename(folder)
+    plots.det_png({name: (scores.numpy(), labels)}, os.path.join(folder, "det.png"))
+    plots.histogram_png(scores.numpy(), labels, os.path.join(folder, "scores.png"), result["EER_threshold"])
+    plots.tsne_png(embeddings.numpy(), ids, os.path.join(folder, "tsne.png"))
+
+
 def evaluate_trials(embed, dataset, trials_file, out_json, device, batch_size=1, extra=None, progressbar=True):
     """Embeds every utterance of ``trials_file`` and writes the metrics.
 
@@ -97,8 +109,9 @@ def evaluate_trials(embed, dataset, trials_file, out_json, device, batch_size=1,
     dataset : DynamicItemDataset with a ``sig`` item, IDs = trial paths
         without extension (``enrol.csv`` + ``test.csv``).
     out_json : str
-        Gets EER (percent), minDCF_0.01, minDCF_0.05, n_trials, trials_file
-        and ``extra``; ``scores.txt`` (enrol test label score) goes beside it.
+        Gets EER (percent), its threshold, minDCF_0.01, minDCF_0.05,
+        n_trials, trials_file and ``extra``; ``scores.txt`` (enrol test label
+        score) and the pictures of ``write_plots`` go beside it.
     """
     trials = read_trials(trials_file)
     ids = sorted({trial_id(p) for t in trials for p in t[1:]})
@@ -119,5 +132,6 @@ def evaluate_trials(embed, dataset, trials_file, out_json, device, batch_size=1,
         with open(os.path.join(os.path.dirname(os.path.abspath(out_json)), "scores.txt"), "w") as f:
             for (label, e, t), s in zip(trials, scores.tolist()):
                 f.write(f"{e} {t} {label} {s:.6f}\n")
+        write_plots(os.path.dirname(os.path.abspath(out_json)), scores, trials, ids, emb, result)
     logger.info("verification on %s: %s", trials_file, result)
     return result

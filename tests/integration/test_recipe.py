@@ -54,6 +54,8 @@ def test_simclr_verification_json(simclr_run):
     assert set(result) >= {"EER", "minDCF_0.01", "minDCF_0.05", "n_trials", "trials_file", "checkpoint"}
     assert 0 <= result["EER"] <= 100 and result["n_trials"] == 80 and "CKPT+" in result["checkpoint"]
     assert os.path.isfile(os.path.join(simclr_run, "hyperparams.yaml"))
+    for picture in ("det.png", "scores.png", "tsne.png"):
+        assert open(os.path.join(simclr_run, picture), "rb").read(4) == b"\x89PNG"
 
 
 def test_exported_model_works_with_speechbrain_inference(simclr_run, tiny_corpus, tmp_path):
