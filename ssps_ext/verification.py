@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from . import distributed as dist
 from .metrics import verification_metrics
+from .score_norm import normalised_scores
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +82,17 @@ def _load(dataset, utt_id):
     return dataset.pipeline.compute_outputs({"id": utt_id, **dataset.data[utt_id]})["sig"]
 
 
-def score_trials(ids, embeddings, trials):
-    """Cosine score of every trial (embeddings already L2-normalised)."""
+def trial_indices(ids, trials):
+    """(enrol, test) row indices into the ``ids`` embeddings, one per trial."""
     index = {u: k for k, u in enumerate(ids)}
     e = torch.tensor([index[trial_id(t[1])] for t in trials])
     t = torch.tensor([index[trial_id(t[2])] for t in trials])
+    return e, t
+
+
+def score_trials(ids, embeddings, trials):
+    """Cosine score of every trial (embeddings already L2-normalised)."""
+    e, t = trial_indices(ids, trials)
     return (embeddings[e] * embeddings[t]).sum(-1)
 
 
@@ -100,7 +107,8 @@ def write_plots(folder, scores, trials, ids, embeddings, result):
     plots.tsne_png(embeddings.numpy(), ids, os.path.join(folder, "tsne.png"))
 
 
-def evaluate_trials(embed, dataset, trials_file, out_json, device, batch_size=1, extra=None, progressbar=True):
+def evaluate_trials(embed, dataset, trials_file, out_json, device, batch_size=1, extra=None, progressbar=True,
+                    cohort=None, top_k=300):
     """Embeds every utterance of ``trials_file`` and writes the metrics.
 
     Arguments
@@ -112,6 +120,9 @@ def evaluate_trials(embed, dataset, trials_file, out_json, device, batch_size=1,
         Gets EER (percent), its threshold, minDCF_0.01, minDCF_0.05,
         n_trials, trials_file and ``extra``; ``scores.txt`` (enrol test label
         score) and the pictures of ``write_plots`` go beside it.
+    cohort : optional (dataset, ids) of training utterances: their
+        embeddings normalise the scores (``ssps_ext.score_norm``) and
+        ``score_norm`` gets the metrics of each variant.
     """
     trials = read_trials(trials_file)
     ids = sorted({trial_id(p) for t in trials for p in t[1:]})
@@ -123,7 +134,15 @@ def evaluate_trials(embed, dataset, trials_file, out_json, device, batch_size=1,
         )
     emb = extract_embeddings(embed, dataset, ids, device, batch_size, progressbar)
     scores = score_trials(ids, emb, trials)
-    result = verification_metrics(scores, [t[0] for t in trials])
+    labels = [t[0] for t in trials]
+    result = verification_metrics(scores, labels)
+    if cohort is not None:
+        cohort_emb = extract_embeddings(embed, cohort[0], cohort[1], device, batch_size, progressbar)
+        variants = normalised_scores(emb, *trial_indices(ids, trials), cohort_emb, top_k)
+        result["score_norm"] = {
+            "cohort": len(cohort[1]), "top_k": top_k,
+            **{name: verification_metrics(v, labels) for name, v in variants.items()},
+        }
     result.update(trials_file=os.path.abspath(trials_file), **(extra or {}))
     if dist.rank() == 0:
         os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)

@@ -235,12 +235,15 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
         self.embedding_encoder().load_state_dict(state)
         return [str(c.path) for c in chosen]
 
-    def evaluate_verification(self, utterances, trials_file, out_json, checkpoint=None):
+    def evaluate_verification(self, utterances, trials_file, out_json, checkpoint=None, cohort=None):
         """Scores ``trials_file`` with full-utterance cosine similarity.
 
         Writes ``out_json`` (EER %, minDCF_0.01, minDCF_0.05, n_trials,
         trials_file, checkpoint: the latest averaged, averaged_checkpoints) and
-        ``scores.txt`` beside it; returns the dict.
+        ``scores.txt`` beside it; returns the dict. With ``cohort`` (a dataset
+        of training utterances), ``score_norm_cohort`` of them drawn at random
+        (seeded) are embedded and the normalised scores' metrics are added
+        under ``score_norm``.
         """
         ckpt_paths = self.load_for_evaluation(checkpoint)
         encoder = self.embedding_encoder()
@@ -249,9 +252,17 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
         def embed(wavs, lengths):
             return self.encode(wavs, encoder, lengths)
 
+        cohort_ids = None
+        if cohort is not None:
+            ids = sorted(cohort.data)
+            size = min(int(self.hparams.score_norm_cohort), len(ids))
+            pick = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))[:size]
+            cohort_ids = [ids[i] for i in sorted(pick.tolist())]
         return evaluate_trials(
             embed, utterances, trials_file, out_json, self.device,
             batch_size=self.hparams.eval_batch_size,
+            cohort=(cohort, cohort_ids) if cohort is not None else None,
+            top_k=self.hparams.score_norm_top_k,
             extra={"checkpoint": ckpt_paths[-1], "averaged_checkpoints": len(ckpt_paths)},
             progressbar=not self.noprogressbar,
         )

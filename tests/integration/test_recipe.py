@@ -1,5 +1,6 @@
 """End-to-end runs of recipes/VoxCeleb/SSPS/train.py on the tiny corpus (CPU)."""
 
+import glob
 import json
 import os
 import shutil
@@ -18,13 +19,16 @@ TINY = [
 ]
 
 
-def train(hparams, corpus, out, *extra, crops="{views: [2, 1.0]}"):
+def train(hparams, corpus, out, *extra, crops="{views: [2, 1.0]}", launcher=None, returncode=0):
+    """Runs train.py (or ``launcher`` + its arguments) and checks its exit status."""
     args = [f"--data_folder={corpus}", f"--test_data_folder={corpus}", f"--output_folder={out}", f"--manifest_folder={out}/../manifests",
             *TINY, *extra, f"--crops={crops}"]
     options = {a.split("=", 1)[0]: a for a in args}  # a later --key=value replaces an earlier one
-    cmd = [sys.executable, os.path.join(RECIPE, "train.py"), os.path.join(RECIPE, "hparams", hparams), *options.values()]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cmd = [sys.executable, *(launcher or [os.path.join(RECIPE, "train.py")]),
+           os.path.join(RECIPE, "hparams", hparams), *options.values()]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([RECIPE, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert done.returncode == returncode, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
@@ -94,10 +98,16 @@ def test_exported_model_works_with_speechbrain_inference(simclr_run, tiny_corpus
 def test_standalone_evaluation_of_a_checkpoint(simclr_run, tiny_corpus):
     ckpt = json.load(open(os.path.join(simclr_run, "verification.json")))["checkpoint"]
     out = simclr_run + "_eval"
-    train("simclr.yaml", tiny_corpus, out, "--test_only", f"--eval_checkpoint={ckpt}")
+    train("simclr.yaml", tiny_corpus, out, "--test_only", f"--eval_checkpoint={ckpt}",
+          "--score_norm_cohort=20", "--score_norm_top_k=5")
     again = json.load(open(os.path.join(out, "verification.json")))
     first = json.load(open(os.path.join(simclr_run, "verification.json")))
     assert again["EER"] == pytest.approx(first["EER"]) and again["checkpoint"] == ckpt
+    norm = again["score_norm"]  # reported next to the raw scores
+    assert (norm["cohort"], norm["top_k"]) == (20, 5)
+    assert set(norm) == {"cohort", "top_k", "mean", "z", "t", "s", "as"}
+    assert all(norm[v]["n_trials"] == again["n_trials"] for v in ("mean", "z", "t", "s", "as"))
+    assert "score_norm" not in first
 
 
 def test_simclr_ssps_resumes_with_schedule_and_diagnostics(simclr_run, tiny_corpus):
@@ -125,6 +135,46 @@ def test_resume_continues_exactly(tiny_corpus, tmp_path):
     a, b = epoch_stats(straight), epoch_stats(split)
     assert a[1]["loss"] == b[1]["loss"]
     assert a[2]["loss"] == pytest.approx(b[2]["loss"], rel=1e-6)
+
+
+def latest_state(out, name):
+    ckpts = sorted(glob.glob(os.path.join(out, "save", "CKPT+*")), key=os.path.getmtime)
+    return torch.load(os.path.join(ckpts[-1], f"{name}.ckpt"), weights_only=True)
+
+
+def assert_same_tensors(a, b, where=""):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same_tensors(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for k, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}[{k}]")
+    elif torch.is_tensor(a):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(simclr_run, tiny_corpus, tmp_path):
+    """SimCLR-SSPS with augmentation, killed with SIGKILL inside a step of its
+    second epoch and restarted with the same command, ends with the same
+    encoder, optimiser, SSPS queues / assignments / generator and RNG state,
+    bit for bit, as an uninterrupted run."""
+    args = [f"--init_from={simclr_run}/save", "--number_of_epochs=7", "--ssps_start_epoch=5", "--ssps_K=6",
+            "--ssps_pos_queue_size=16"]
+    crops = "{views: [2, 1.0], ref: [1, 1.5]}"
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    train("simclr_ssps.yaml", tiny_corpus, straight, *args, crops=crops)
+    kill = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_during_step.py"), "6", "2"]
+    train("simclr_ssps.yaml", tiny_corpus, killed, *args, crops=crops, launcher=kill, returncode=-9)
+    assert sorted(epoch_stats(killed)) == [5]  # died during epoch 6
+    train("simclr_ssps.yaml", tiny_corpus, killed, *args, crops=crops)
+    assert sorted(epoch_stats(killed)) == [5, 6, 7]
+    for name in ("encoder", "optimizer", "ssps", "rng"):
+        assert_same_tensors(latest_state(straight, name), latest_state(killed, name), name)
+    assert epoch_stats(straight)[7]["loss"] == epoch_stats(killed)[7]["loss"]
 
 
 DINO_TINY = [

@@ -93,11 +93,15 @@ def main(argv):
         [os.path.join(manifests, "enrol.csv"), os.path.join(manifests, "test.csv")],
         hparams["sample_rate"],
     )
+    cohort = None
+    if hparams["score_norm_cohort"] > 0:
+        cohort = utterance_dataset([os.path.join(manifests, "train.csv")], hparams["sample_rate"])
     result = brain.evaluate_verification(
         utterances,
         hparams["verification_file"],
         os.path.join(hparams["output_folder"], "verification.json"),
         checkpoint=hparams["eval_checkpoint"],
+        cohort=cohort,
     )
     # The evaluated encoder, loadable with SpeakerRecognition.from_hparams.
     if sb.utils.distributed.if_main_process():
