@@ -79,7 +79,8 @@ class FiniteStepGuard:
             for name, value in vars(m).items()
             if not name.startswith("_") and (torch.is_tensor(value) or type(value) in (int, float))
         ]
-        state = {"buffers": [(b, b.detach().clone()) for b in buffers.values()], "attributes": attributes}
+        state = {"buffers": [(b, b.detach().clone()) for b in buffers.values()], "attributes": attributes,
+                 "stats": dict(self._stats)}  # record() makes new tuples: a shallow copy is a snapshot
         if self.hparams.ssps is not None:
             state["generator"] = self.ssps.generator.get_state()
         return state
@@ -90,6 +91,7 @@ class FiniteStepGuard:
                 buffer.copy_(value)
         for module, name, value in state["attributes"]:
             setattr(module, name, value)
+        self._stats = state["stats"]  # the skipped step's loss does not enter the epoch means
         if "generator" in state:
             self.ssps.generator.set_state(state["generator"])
 
