@@ -9,19 +9,23 @@ import os
 import signal
 import sys
 
-import train  # recipes/VoxCeleb/SSPS/train.py (on PYTHONPATH)
 from ssps_ext.brains.base import SSLBrain
 
-EPOCH, STEP = int(sys.argv[1]), int(sys.argv[2])
-original = SSLBrain.fit_batch
+
+def kill_at(epoch, step):
+    """Makes SSLBrain.fit_batch SIGKILL the process at (epoch, step)."""
+    original = SSLBrain.fit_batch
+
+    def fit_batch(self, batch):
+        if self.epoch == epoch and self.step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, batch)
+
+    SSLBrain.fit_batch = fit_batch
 
 
-def fit_batch(self, batch):
-    if self.epoch == EPOCH and self.step == STEP:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, batch)
-
-
-SSLBrain.fit_batch = fit_batch
 if __name__ == "__main__":
+    import train  # recipes/VoxCeleb/SSPS/train.py (on PYTHONPATH)
+
+    kill_at(int(sys.argv[1]), int(sys.argv[2]))
     train.main(sys.argv[3:])
