@@ -72,13 +72,18 @@ class FiniteStepGuard:
         """Buffers, plain tensor / number attributes (e.g. the running
         statistics of a global ``InputNormalization``, which are not buffers)
         and the SSPS generator: what a forward pass may change in place."""
+        if getattr(self, "_guarded_slots", None) is None:  # found once: the modules do not change
+            self._guarded_slots = [
+                (m, name)
+                for m in self.modules.modules()
+                for name, value in vars(m).items()
+                if not name.startswith("_") and (torch.is_tensor(value) or type(value) in (int, float))
+            ]
         buffers = {id(b): b for b in self.modules.buffers()}
-        attributes = [
-            (m, name, value.detach().clone() if torch.is_tensor(value) else value)
-            for m in self.modules.modules()
-            for name, value in vars(m).items()
-            if not name.startswith("_") and (torch.is_tensor(value) or type(value) in (int, float))
-        ]
+        attributes = []
+        for m, name in self._guarded_slots:
+            value = getattr(m, name)
+            attributes.append((m, name, value.detach().clone() if torch.is_tensor(value) else value))
         state = {"buffers": [(b, b.detach().clone()) for b in buffers.values()], "attributes": attributes,
                  "stats": dict(self._stats)}  # record() makes new tuples: a shallow copy is a snapshot
         if self.hparams.ssps is not None:
