@@ -21,6 +21,7 @@ import re
 
 import ruamel.yaml
 from hyperpyyaml import load_hyperpyyaml
+from hyperpyyaml.core import recursive_update
 
 EXTENDS = "extends"
 
@@ -121,9 +122,16 @@ def _dump(tree):
     return out.getvalue()
 
 
-def flatten_hparams(path):
-    """YAML text of ``path`` with its ``extends`` chain merged in."""
-    return _dump(_dependency_order(_load_tree(path)))
+def flatten_hparams(path, overrides=None):
+    """YAML text of ``path`` with its ``extends`` chain merged in and
+    ``overrides`` (mapping or YAML string, checked as ``load_hparams`` does)
+    written into it; ``!ref`` and unset ``!PLACEHOLDER`` tags are kept."""
+    tree = _load_tree(path)
+    overrides = _parse_overrides(overrides)
+    if overrides:
+        _check_nested_overrides(tree, overrides)
+        recursive_update(tree, overrides, must_match=True)  # HyperPyYAML's own rule
+    return _dump(_dependency_order(tree))
 
 
 def load_hparams(path, overrides=None):
@@ -140,10 +148,17 @@ def load_hparams(path, overrides=None):
     return load_hyperpyyaml(text, overrides), text
 
 
+def _parse_overrides(overrides):
+    """A YAML string of overrides (as ``sb.parse_arguments`` gives them) as a
+    mapping; round-trip loaded so that tags such as ``!ref`` survive."""
+    if isinstance(overrides, str):
+        return ruamel.yaml.YAML().load(overrides) if overrides.strip() else None
+    return overrides
+
+
 def _check_nested_overrides(tree, overrides, where=""):
     """Raises KeyError for an override key that a nested mapping lacks."""
-    if isinstance(overrides, str):
-        overrides = ruamel.yaml.YAML(typ="safe").load(overrides) if overrides.strip() else None
+    overrides = _parse_overrides(overrides)
     if not isinstance(overrides, dict):
         return
     for key, value in overrides.items():
