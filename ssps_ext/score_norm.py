@@ -16,9 +16,23 @@ highest cosines for the adaptive variant), and mu_t, sd_t the same for t:
 
 With cosine scoring the enrol and test sides are symmetric, so Z- and T-norm
 differ only in which side's statistics they use.
+
+The cohort embeddings depend only on the evaluated weights and the cohort:
+``cached_cohort_embeddings`` keeps them in a file (the recipe puts it in the
+evaluated checkpoint's folder, ``cohort_<N>_<hash>.pt``) and reuses it when
+the same weights and cohort are evaluated again.
 """
 
+import hashlib
+import json
+import logging
+import os
+
 import torch
+
+from . import distributed as dist
+
+logger = logging.getLogger(__name__)
 
 
 def cohort_stats(embeddings, cohort, top_k=None, block=4096):
@@ -62,3 +76,51 @@ def normalised_scores(embeddings, enrol, test, cohort, top_k=300):
         "s": (z + t) / 2,
         "as": adaptive,
     }
+
+
+# ---------------------------------------------------------------- cohort cache
+def state_digest(state_dict):
+    """SHA-1 of a state dict's names, dtypes, shapes and values (the identity
+    of the weights, whatever file or average they came from)."""
+    h = hashlib.sha1()
+    for name, value in state_dict.items():
+        value = torch.as_tensor(value).detach().cpu().contiguous()
+        h.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        h.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cohort_cache_file(folder, ids, identity):
+    """``<folder>/cohort_<N>_<hash>.pt``, the hash covering the cohort ``ids``
+    and ``identity`` (JSON-able: what else the embeddings depend on, e.g. the
+    encoder's ``state_digest``, the averaged checkpoints, the eval settings)."""
+    key = json.dumps({"ids": list(ids), "identity": identity}, sort_keys=True, default=str)
+    return os.path.join(folder, f"cohort_{len(ids)}_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt")
+
+
+def cached_cohort_embeddings(path, ids, compute):
+    """Cohort embeddings from ``path`` if it holds those of ``ids``, else
+    ``compute()`` them and write ``path`` (temporary file, then an atomic
+    rename, by rank 0). An unreadable cache is recomputed; an unwritable
+    folder only costs the reuse (warning)."""
+    if os.path.isfile(path):
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved["ids"] == list(ids) and saved["embeddings"].shape[0] == len(ids):
+                logger.info("cohort embeddings from %s", path)
+                return saved["embeddings"]
+            logger.warning("%s holds another cohort: recomputing it", path)
+        except Exception as err:  # truncated or foreign file: recompute
+            logger.warning("cohort cache %s unreadable (%s): recomputing it", path, err)
+    embeddings = compute()
+    if dist.rank() == 0:
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:  # open() raises OSError, torch.save a RuntimeError
+                torch.save({"ids": list(ids), "embeddings": embeddings}, f)
+            os.replace(tmp, path)
+        except OSError as err:
+            logger.warning("could not cache the cohort embeddings in %s: %s", path, err)
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return embeddings

@@ -3,11 +3,12 @@
 - features (Fbank + sentence mean normalisation) and the ECAPA encoder;
 - per-view augmentation switched by the ``augment`` boolean;
 - schedules recomputed every step from the restored training clock;
-- per-epoch statistics (all-reduced), train log, end-of-epoch checkpoints;
+- per-epoch statistics (all-reduced), train log (and TensorBoard curves with
+  ``tensorboard: True``), end-of-epoch checkpoints;
 - a step with a non-finite loss changes nothing (``FiniteStepGuard``);
 - warm start from another run's checkpoint (``init_from``), which is how an
   SSPS run resumes a base SSL run with its schedules continuing;
-- verification on a trial list (``evaluate_verification``).
+- verification on one or several trial lists (``evaluate_verification``).
 
 Subclasses implement ``compute_forward`` / ``compute_objectives`` and
 ``embedding_encoder`` (the network whose output is the speaker embedding).
@@ -25,7 +26,9 @@ from speechbrain.utils.checkpoints import Checkpointer, average_checkpoints
 
 from .. import distributed as dist
 from ..checkpoints import AtomicCheckpointer
-from ..verification import evaluate_trials
+from ..curves import tensorboard_logger
+from ..score_norm import cohort_cache_file, state_digest
+from ..verification import evaluate_lists
 from .guard import FiniteStepGuard
 from .ssps_hooks import SSPSHooks, unwrap
 
@@ -38,6 +41,7 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._stats, self.lr, self.steps_per_epoch = {}, None, None
+        self.tensorboard_logger = None  # tensorboard: True -> built in on_fit_start
 
     # ---------------------------------------------------------------- model
     def encode(self, wavs, encoder=None, lengths=None):
@@ -100,6 +104,8 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
                 f"eval_average_last = {self.hparams.eval_average_last} checkpoints are averaged for evaluation "
                 f"but keep_checkpoints = {self.hparams.keep_checkpoints}: raise keep_checkpoints"
             )
+        # Before any work, so a missing tensorboard package fails at once.
+        self.tensorboard_logger = tensorboard_logger(self.hparams.tensorboard, self.hparams.tensorboard_folder)
         fresh = self.checkpointer is None or self.checkpointer.find_checkpoint() is None
         super().on_fit_start()
         if fresh and self.hparams.init_from:
@@ -157,9 +163,10 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
         times = {"epoch_s": round(time.time() - self._epoch_clock, 1), "start_s": round(self.epoch_start_s, 1)}
         if self.nonfinite_steps:
             times["nonfinite_steps"] = self.nonfinite_steps
-        self.hparams.train_logger.log_stats(
-            stats_meta={"epoch": epoch, "lr": self.lr, **times}, train_stats=stats
-        )
+        meta = {"epoch": epoch, "lr": self.lr, **times}
+        self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=stats)
+        if self.tensorboard_logger is not None:
+            self.tensorboard_logger.log_stats(stats_meta=meta, train_stats=stats)
         # The epoch is done: no batch of it is left to skip on resume.
         # (SpeechBrain zeroes ``step`` only after this hook, so an end-of-epoch
         # checkpoint would otherwise carry the epoch's batch count into the
@@ -235,15 +242,23 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
         self.embedding_encoder().load_state_dict(state)
         return [str(c.path) for c in chosen]
 
-    def evaluate_verification(self, utterances, trials_file, out_json, checkpoint=None, cohort=None):
-        """Scores ``trials_file`` with full-utterance cosine similarity.
+    # settings besides the weights and the cohort that change cohort embeddings
+    cohort_cache_settings = ("sample_rate", "n_mels", "n_fft", "feature_std_norm", "eval_batch_size")
 
-        Writes ``out_json`` (EER %, minDCF_0.01, minDCF_0.05, n_trials,
-        trials_file, checkpoint: the latest averaged, averaged_checkpoints) and
-        ``scores.txt`` beside it; returns the dict. With ``cohort`` (a dataset
-        of training utterances), ``score_norm_cohort`` of them drawn at random
+    def evaluate_verification(self, utterances, lists, out_json, checkpoint=None, cohort=None):
+        """Scores the trial lists ``lists`` ({name: trial file}, the
+        ``verification_lists`` setting; or one file) with full-utterance
+        cosine similarity, from one extraction (``evaluate_lists``).
+
+        Writes ``out_json`` (the first list's EER %, minDCF_0.01, minDCF_0.05,
+        n_trials, trials_file; checkpoint: the latest averaged,
+        averaged_checkpoints; ``lists``: the metrics of every list) and the
+        scores and pictures; returns the dict. With ``cohort`` (a dataset of
+        training utterances), ``score_norm_cohort`` of them drawn at random
         (seeded) are embedded and the normalised scores' metrics are added
-        under ``score_norm``.
+        under ``score_norm``. Those embeddings are cached in the evaluated
+        checkpoint's folder, keyed by the averaged weights, the cohort and
+        ``cohort_cache_settings``, and reused by the next evaluation.
         """
         ckpt_paths = self.load_for_evaluation(checkpoint)
         encoder = self.embedding_encoder()
@@ -252,17 +267,23 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
         def embed(wavs, lengths):
             return self.encode(wavs, encoder, lengths)
 
-        cohort_ids = None
+        cohort_ids = cache = None
         if cohort is not None:
             ids = sorted(cohort.data)
             size = min(int(self.hparams.score_norm_cohort), len(ids))
             pick = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))[:size]
             cohort_ids = [ids[i] for i in sorted(pick.tolist())]
-        return evaluate_trials(
-            embed, utterances, trials_file, out_json, self.device,
+            cache = cohort_cache_file(ckpt_paths[-1], cohort_ids, {
+                "encoder": state_digest(encoder.state_dict()),
+                "checkpoints": [os.path.basename(p) for p in ckpt_paths],
+                "wavs": [cohort.data[i]["wav"] for i in cohort_ids],
+                "settings": {k: getattr(self.hparams, k, None) for k in self.cohort_cache_settings},
+            })
+        return evaluate_lists(
+            embed, utterances, lists, out_json, self.device,
             batch_size=self.hparams.eval_batch_size,
             cohort=(cohort, cohort_ids) if cohort is not None else None,
-            top_k=self.hparams.score_norm_top_k,
+            top_k=self.hparams.score_norm_top_k, cohort_cache=cache,
             extra={"checkpoint": ckpt_paths[-1], "averaged_checkpoints": len(ckpt_paths)},
             progressbar=not self.noprogressbar,
         )

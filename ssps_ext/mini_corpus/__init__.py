@@ -4,6 +4,7 @@
 
     out/wav/<speaker>/<recording>/<utt>.wav   16 kHz mono PCM16
     out/veri_test2.txt                        VoxCeleb trial-list format
+    out/list_test_all2.txt, list_test_hard2.txt  VoxCeleb1-E/-H-like lists (trial_lists.py)
     out/noise/{speech,noise,music}/*.wav      MUSAN stand-in
     out/rir/<room>/*.wav                      simulated-RIR stand-in
 
@@ -25,6 +26,7 @@ import soundfile as sf
 
 from .augment_sets import write_noise_set, write_rir_set
 from .channel import apply_channel, draw_channel
+from .trial_lists import speaker_rng, write_extra_trial_lists
 from .voice import SAMPLE_RATE, draw_speaker, session_variant, synthesize_utterance
 
 logger = logging.getLogger(__name__)
@@ -82,8 +84,8 @@ def _speaker_job(args):
     import torch
 
     torch.set_num_threads(1)
-    rng = np.random.default_rng([seed, role, index])
-    speaker = draw_speaker(rng)
+    rng = speaker_rng(seed, role, index)
+    speaker = draw_speaker(rng)  # first draw: trial_lists.speaker_group relies on it
     n_rec = int(rng.integers(cfg.recordings_per_speaker[0], cfg.recordings_per_speaker[1] + 1))
     written = []
     for r in range(n_rec):
@@ -161,6 +163,7 @@ def build_mini_corpus(out, seed=0, config=None, num_workers=None):
         f.write("\n".join(trials) + "\n")
     write_noise_set(os.path.join(out, "noise"), seed, cfg.n_noise_per_category)
     write_rir_set(os.path.join(out, "rir"), seed, cfg.n_rir_per_room)
-    stats = {"dev_utterances": len(dev), "test_utterances": len(test), "trials": len(trials)}
+    extra = write_extra_trial_lists(out, seed, cfg.max_target_trials)  # last: the rest is unchanged by it
+    stats = {"dev_utterances": len(dev), "test_utterances": len(test), "trials": len(trials), **extra}
     logger.info("mini corpus in %s: %s", out, stats)
     return stats

@@ -41,7 +41,9 @@ def test_mini_overrides_name_existing_keys():
         table = ruamel.yaml.YAML(typ="safe").load(f)
     keys = {k for name in EXPERIMENTS for k in _load_tree(os.path.join(HPARAMS, name))}
     presets = table.pop("presets")
-    table.pop("corpus_profile")  # run_mini.py's own setting, not an override
+    table.pop("corpus_profile")  # run_mini.py's own settings, not overrides
+    lists = table.pop("trial_lists")  # names of common.yaml's verification_lists
+    assert set(lists) <= set(_load_tree(os.path.join(HPARAMS, "common.yaml"))["verification_lists"])
     sections = list(table.items()) + [
         (f"{p}.{s}", o) for p, group in presets.items() for s, o in group.items() if s != "corpus_profile"
     ]

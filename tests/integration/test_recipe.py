@@ -50,6 +50,7 @@ def test_simclr_verification_json(simclr_run):
     result = json.load(open(os.path.join(simclr_run, "verification.json")))
     assert set(result) >= {"EER", "minDCF_0.01", "minDCF_0.05", "n_trials", "trials_file", "checkpoint"}
     assert 0 <= result["EER"] <= 100 and result["n_trials"] == 80 and "CKPT+" in result["checkpoint"]
+    assert list(result["lists"]) == ["VoxCeleb1-O"] and result["lists"]["VoxCeleb1-O"]["EER"] == result["EER"]
     assert os.path.isfile(os.path.join(simclr_run, "hyperparams.yaml"))
     for picture in ("det.png", "scores.png", "tsne.png"):
         assert open(os.path.join(simclr_run, picture), "rb").read(4) == b"\x89PNG"
@@ -108,6 +109,39 @@ def test_standalone_evaluation_of_a_checkpoint(simclr_run, tiny_corpus):
     assert set(norm) == {"cohort", "top_k", "mean", "z", "t", "s", "as"}
     assert all(norm[v]["n_trials"] == again["n_trials"] for v in ("mean", "z", "t", "s", "as"))
     assert "score_norm" not in first
+
+
+def test_test_only_on_a_finished_run_scores_every_list_without_training(simclr_run, tiny_corpus, tmp_path):
+    """``--test_only`` in a finished run's folder (copied), asking for more
+    epochs and three trial lists: no training, no new checkpoint; the lists
+    are embedded once and scored; the cohort embeddings are cached in the
+    checkpoint folder and reused by the next evaluation."""
+    run = str(tmp_path / "run")
+    shutil.copytree(simclr_run, run, ignore=shutil.ignore_patterns("inference"))
+    ckpts = sorted(os.listdir(os.path.join(run, "save")))
+    log = open(os.path.join(run, "train_log.txt")).read()
+    lists = (f"--verification_lists={{VoxCeleb1-E: {tiny_corpus}/list_test_all2.txt, "
+             f"VoxCeleb1-H: {tiny_corpus}/list_test_hard2.txt}}")
+    args = ["--test_only", "--number_of_epochs=6", lists, "--score_norm_cohort=12", "--score_norm_top_k=4"]
+    train("simclr.yaml", tiny_corpus, run, *args)
+    saved = sorted(os.listdir(os.path.join(run, "save")))
+    assert [c for c in saved if c.startswith("CKPT+")] == ckpts  # nothing trained, nothing saved
+    assert open(os.path.join(run, "train_log.txt")).read() == log
+    result = json.load(open(os.path.join(run, "verification.json")))
+    first = json.load(open(os.path.join(simclr_run, "verification.json")))
+    assert list(result["lists"]) == ["VoxCeleb1-O", "VoxCeleb1-E", "VoxCeleb1-H"]
+    assert result["EER"] == pytest.approx(first["EER"]) and result["checkpoint"].startswith(run)
+    for name, file in (("VoxCeleb1-E", "list_test_all2.txt"), ("VoxCeleb1-H", "list_test_hard2.txt")):
+        n_lines = sum(1 for _ in open(os.path.join(tiny_corpus, file)))
+        assert result["lists"][name]["n_trials"] == n_lines and "score_norm" in result["lists"][name]
+        assert sorted(os.listdir(os.path.join(run, name))) == ["det.png", "scores.png", "scores.txt"]
+    assert os.path.isfile(os.path.join(run, "inference", "embedding_model.ckpt"))  # exported again
+    cache = glob.glob(os.path.join(result["checkpoint"], "cohort_12_*.pt"))
+    assert len(cache) == 1
+    train("simclr.yaml", tiny_corpus, run, *args)
+    again = json.load(open(os.path.join(run, "verification.json")))
+    assert again["lists"] == result["lists"]
+    assert "cohort embeddings from" in open(os.path.join(run, "log.txt")).read()
 
 
 def test_simclr_ssps_resumes_with_schedule_and_diagnostics(simclr_run, tiny_corpus):

@@ -112,3 +112,37 @@ def test_trial_errors_name_the_line_or_file(tmp_path):
         f.write("1 id00003/recA/00001.wav\n")
     with pytest.raises(ValueError, match="malformed.txt:1"):
         prepare_voxceleb(root, os.path.join(root, "d"), malformed, num_workers=1)
+
+
+def test_several_lists_prepared_once_as_a_union(tmp_path):
+    """Two lists: one enrol/test CSV pair for the union, the speakers of both
+    held out, one stamp for both (a changed second list redoes the prep), and
+    a missing file is an error naming its list."""
+    root = str(tmp_path)
+    first = small_tree(root)
+    write_wav(root, "id00004/recA/00001.wav")
+    write_wav(root, "id00004/recB/00001.wav")
+    second = os.path.join(root, "second.txt")
+    with open(second, "w") as f:
+        f.write("1 id00004/recA/00001.wav id00004/recB/00001.wav\n0 id00003/recA/00001.wav id00004/recB/00001.wav\n")
+    out = os.path.join(root, "csv")
+    prepare_voxceleb(root, out, [first, second], num_workers=1)
+    assert {r["spk_id"] for r in read(os.path.join(out, "train.csv"))} == {"id00001"}  # id00004: second list
+    ids = {r["ID"] for r in read(os.path.join(out, "enrol.csv")) + read(os.path.join(out, "test.csv"))}
+    wanted = {p[:-4] for path in (first, second) for line in open(path) for p in line.split()[1:]}
+    assert ids == wanted
+    assert {r["ID"] for r in read(os.path.join(out, "enrol.csv"))} == {
+        line.split()[1][:-4] for path in (first, second) for line in open(path)}
+    stamp = os.path.getmtime(os.path.join(out, "enrol.csv"))
+    prepare_voxceleb(root, out, [first, second], num_workers=1)
+    assert os.path.getmtime(os.path.join(out, "enrol.csv")) == stamp  # up to date: skipped
+    with open(second, "a") as f:
+        f.write("0 id00004/recA/00001.wav id00002/recA/00002.wav\n")
+    os.utime(second, (stamp + 5, stamp + 5))
+    prepare_voxceleb(root, out, [first, second], num_workers=1)
+    assert os.path.getmtime(os.path.join(out, "enrol.csv")) != stamp  # the second list changed: redone
+    assert "id00002/recA/00002" in {r["ID"] for r in read(os.path.join(out, "test.csv"))}
+    with open(second, "a") as f:
+        f.write("1 id00004/recA/00001.wav id00004/recC/00009.wav\n")
+    with pytest.raises(FileNotFoundError, match="second.txt: trial 4 names id00004/recC/00009.wav"):
+        prepare_voxceleb(root, os.path.join(root, "e"), [first, second], num_workers=1)

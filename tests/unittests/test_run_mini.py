@@ -54,3 +54,23 @@ def test_corpus_profile_from_flag_preset_or_default():
     assert run_mini.corpus_profile(args) == "default"
     args.corpus_profile = "channel"
     assert run_mini.corpus_profile(args) == "channel"
+
+
+def test_trial_lists_of_the_data_folder_and_added_to_an_older_corpus(tiny_corpus, tmp_path):
+    """Every system is scored on the lists of mini_cpu.yaml's trial_lists that
+    the data folder holds; a synthetic corpus built before the E-/H-like lists
+    existed gets them (its other files untouched)."""
+    assert run_mini.trial_list_overrides(tiny_corpus) == {
+        "VoxCeleb1-O": os.path.join(tiny_corpus, "veri_test2.txt"),
+        "VoxCeleb1-E": os.path.join(tiny_corpus, "list_test_all2.txt"),
+        "VoxCeleb1-H": os.path.join(tiny_corpus, "list_test_hard2.txt"),
+    }
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "profile.json").write_text('{"profile": "channel", "seed": 0}')
+    (corpus / "veri_test2.txt").write_text(open(os.path.join(tiny_corpus, "veri_test2.txt")).read())
+    os.symlink(os.path.join(tiny_corpus, "wav"), corpus / "wav")
+    assert list(run_mini.trial_list_overrides(str(corpus))) == ["VoxCeleb1-O"]
+    args = type("A", (), {"data_folder": None, "out": str(tmp_path), "seed": 0, "corpus_profile": None, "preset": None})
+    assert run_mini.build_data(args)[0] == str(corpus)
+    assert list(run_mini.trial_list_overrides(str(corpus))) == ["VoxCeleb1-O", "VoxCeleb1-E", "VoxCeleb1-H"]

@@ -15,7 +15,10 @@ preset's ``corpus_profile``); with it, only the synthetic noise and
 RIR sets are generated into ``OUT/augment``. Every system runs
 ``train.py hparams/<system>.yaml`` with the small CPU settings of
 ``hparams/mini_cpu.yaml`` into ``OUT/<system>/``, whose
-``verification.json`` holds its EER and minDCF. Extra ``--key=value``
+``verification.json`` holds its EER and minDCF on the trial lists of
+``trial_lists`` in mini_cpu.yaml (those the data folder holds; the synthetic
+corpus has VoxCeleb1-O, -E and -H-like lists, added to a corpus built
+before they existed). Extra ``--key=value``
 arguments are passed to every selected system as hyperparameter overrides.
 A system that resumes another one (``simclr_ssps`` from ``simclr``) brings
 it along. Re-running resumes from the checkpoints.
@@ -69,6 +72,13 @@ def mini_overrides(system, preset=None):
     return out
 
 
+def trial_list_overrides(data):
+    """``verification_lists`` of mini_cpu.yaml's ``trial_lists`` that ``data`` holds."""
+    table, _ = _mini_table()
+    return {name: os.path.join(data, file) for name, file in table["trial_lists"].items()
+            if os.path.isfile(os.path.join(data, file))}
+
+
 def _mini_table():
     with open(os.path.join(HERE, "hparams", "mini_cpu.yaml")) as f:
         table = ruamel.yaml.YAML(typ="safe").load(f)
@@ -114,6 +124,7 @@ def build_data(args):
     """Data folder plus noise/RIR folders (generated when missing)."""
     from ssps_ext.mini_corpus import PROFILES, build_mini_corpus
     from ssps_ext.mini_corpus.augment_sets import write_noise_set, write_rir_set
+    from ssps_ext.mini_corpus.trial_lists import E_LIST, H_LIST, write_extra_trial_lists
 
     if args.data_folder is None:
         corpus = os.path.join(args.out, "corpus")
@@ -133,6 +144,9 @@ def build_data(args):
             with open(stamp, "w") as f:
                 json.dump(wanted, f)
             print(f"[run_mini] mini corpus: {stats} in {time.time() - start:.0f} s", flush=True)
+        elif not all(os.path.isfile(os.path.join(corpus, f)) for f in (E_LIST, H_LIST)):
+            added = write_extra_trial_lists(corpus, args.seed, PROFILES[profile].max_target_trials)
+            print(f"[run_mini] trial lists added to the corpus built before them: {added}", flush=True)
         return corpus, os.path.join(corpus, "noise"), os.path.join(corpus, "rir")
     for needed in ("wav", "veri_test2.txt"):
         if not os.path.exists(os.path.join(args.data_folder, needed)):
@@ -154,6 +168,7 @@ def run_system(name, data, noise, rir, args, passthrough):
         "rir_folder": rir,
         "output_folder": folder,
         "manifest_folder": os.path.join(args.out, "manifests"),
+        "verification_lists": trial_list_overrides(data),
         **mini_overrides(name, args.preset),
     }
     if parent:

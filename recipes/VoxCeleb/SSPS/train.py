@@ -5,14 +5,23 @@ Usage::
 
     python train.py hparams/simclr.yaml --data_folder=/data/voxceleb2 --test_data_folder=/data/voxceleb1
     torchrun --nproc_per_node=4 train.py hparams/dino_ssps.yaml --data_folder=... --test_data_folder=...
-    python train.py hparams/simclr.yaml --data_folder=... --test_only \
+    python train.py hparams/simclr.yaml --data_folder=... --test_data_folder=... --test_only \
         --eval_checkpoint=results/simclr/1717/save/CKPT+...   # evaluate only
+    python train.py hparams/simclr.yaml --data_folder=... --test_data_folder=/data/vox1 \
+        --verification_lists="{VoxCeleb1-E: /data/vox1/list_test_all2.txt, VoxCeleb1-H: /data/vox1/list_test_hard2.txt}"
 
 Order of work, as in SpeechBrain's VoxCeleb recipes: parse arguments, DDP
 group, hyperparameters, data prep (main process), datasets, experiment
-folder, Brain, fit, then verification on ``verification_file`` written to
-``<output_folder>/verification.json`` and the evaluated encoder exported to
-``<output_folder>/inference`` for ``SpeakerRecognition.from_hparams``.
+folder, Brain, fit, then verification on the ``verification_lists`` (one
+extraction for all of them) written to ``<output_folder>/verification.json``
+and the evaluated encoder exported to ``<output_folder>/inference`` for
+``SpeakerRecognition.from_hparams``.
+
+``--test_only`` skips training (SpeechBrain's flag): the encoder of
+``eval_checkpoint``, or of the output folder's latest checkpoints, is
+evaluated and exported again; no checkpoint is written. Without
+``--eval_checkpoint`` it needs the ``save`` folder of a run of the same
+hparams in ``output_folder``.
 """
 
 import os
@@ -30,6 +39,7 @@ from ssps_ext.audio_scan import write_augmentation_csv  # noqa: E402
 from ssps_ext.data import train_dataset, utterance_dataset  # noqa: E402
 from ssps_ext.export import export_inference  # noqa: E402
 from ssps_ext.hparams import load_hparams  # noqa: E402
+from ssps_ext.verification import trial_lists  # noqa: E402
 
 NOISE_CATEGORIES = ("speech", "noise", "music")
 
@@ -50,6 +60,7 @@ def main(argv):
     sb.utils.distributed.ddp_init_group(run_opts)
     hparams, merged_yaml = load_hparams(hparams_file, overrides)
     manifests = hparams["manifest_folder"]
+    lists = trial_lists(hparams["verification_lists"])
 
     run_on_main(
         prepare_voxceleb,
@@ -57,7 +68,7 @@ def main(argv):
             "data_folder": hparams["data_folder"],
             "test_data_folder": hparams["test_data_folder"],
             "save_folder": manifests,
-            "verification_pairs_file": hparams["verification_file"],
+            "verification_pairs_file": list(lists.values()),
             "splits": ["train", "test"],
             "amp_th": hparams["amp_th"],
             "sample_rate": hparams["sample_rate"],
@@ -98,7 +109,7 @@ def main(argv):
         cohort = utterance_dataset([os.path.join(manifests, "train.csv")], hparams["sample_rate"])
     result = brain.evaluate_verification(
         utterances,
-        hparams["verification_file"],
+        lists,
         os.path.join(hparams["output_folder"], "verification.json"),
         checkpoint=hparams["eval_checkpoint"],
         cohort=cohort,

@@ -12,15 +12,16 @@ columns SSPS needs:
   diagnostics.
 
 Outputs in ``save_folder``: ``train.csv`` (+ ``dev.csv`` when requested),
-``enrol.csv`` and ``test.csv`` (full utterances of the trial list, ID =
-relative path without extension as in SpeechBrain), ``skipped.csv`` and
-``prep_options.json``.
+``enrol.csv`` and ``test.csv`` (full utterances of the trial lists, ID =
+relative path without extension as in SpeechBrain; several lists, e.g.
+VoxCeleb1-O, -E and -H, give one pair of CSVs for the union of their
+utterances), ``skipped.csv`` and ``prep_options.json``.
 
 Differences from SpeechBrain's prep, on purpose: speakers of *both* trial
 columns are removed from training; the sample rate and channel count are
 checked (wrong ones are an error naming the files); unreadable or silent
 training files are skipped, counted and listed in ``skipped.csv``; the skip
-check covers every option and the trial file.
+check covers every option and every trial file.
 
 Layout expected: ``<data_folder>/wav/<spk>/<recording>/<utt>.wav`` (several
 folders may be given comma-separated). Training reads ``data_folder`` only
@@ -67,20 +68,22 @@ def _write_csv(path, fields, rows):
         writer.writerows(rows)
 
 
-def _trial_rows(trials, folders, sample_rate, num_workers):
-    """Rows for enrol.csv and test.csv; every trial file must exist and load."""
+def _trial_rows(lists, folders, sample_rate, num_workers):
+    """Rows for enrol.csv and test.csv (union of ``lists``: {trial file:
+    trials}); every utterance must exist and load."""
     where = {}
-    for n, (_, enrol, test) in enumerate(trials, 1):
-        for rel in (enrol, test):
-            if rel in where:
-                continue
-            hits = [d for d in folders if os.path.isfile(os.path.join(d, "wav", rel))]
-            if not hits:
-                raise FileNotFoundError(
-                    f"trial {n} names {rel}, which is not under "
-                    + " or ".join(os.path.join(d, "wav") for d in folders)
-                )
-            where[rel] = os.path.join(hits[0], "wav", rel)
+    for trials_file, trials in lists.items():
+        for n, (_, enrol, test) in enumerate(trials, 1):
+            for rel in (enrol, test):
+                if rel in where:
+                    continue
+                hits = [d for d in folders if os.path.isfile(os.path.join(d, "wav", rel))]
+                if not hits:
+                    raise FileNotFoundError(
+                        f"{trials_file}: trial {n} names {rel}, which is not under "
+                        + " or ".join(os.path.join(d, "wav") for d in folders)
+                    )
+                where[rel] = os.path.join(hits[0], "wav", rel)
     records = scan_audio(list(where.values()), sample_rate, amp_th=1e-5, num_workers=num_workers)
     raise_on_format_errors(records, sample_rate, "trial")
     for path, _, status, detail in records:
@@ -94,8 +97,8 @@ def _trial_rows(trials, folders, sample_rate, num_workers):
             ID=os.path.splitext(rel)[0], duration=n / sample_rate, wav=path,
             start=0, stop=n, spk_id=rel.split("/")[0],
         )
-    enrol = [rows[r] for r in sorted({t[1] for t in trials})]
-    test = [rows[r] for r in sorted({t[2] for t in trials})]
+    enrol = [rows[r] for r in sorted({t[1] for ts in lists.values() for t in ts})]
+    test = [rows[r] for r in sorted({t[2] for ts in lists.values() for t in ts})]
     return enrol, test
 
 
@@ -115,8 +118,9 @@ def prepare_voxceleb(
         for corpora that hold both, like the mini corpus).
     save_folder : str
         Where the CSVs go.
-    verification_pairs_file : str
-        Trial list (``veri_test2.txt`` format); its speakers leave training.
+    verification_pairs_file : str or list of str
+        Trial list(s) (``veri_test2.txt`` format); the speakers of all of
+        them leave training, the utterances of all of them are prepared.
     splits : sequence
         Any of "train", "dev", "test". "dev" holds out ``split_ratio[1]`` % of
         the training utterances (same speakers, as in SpeechBrain).
@@ -130,12 +134,17 @@ def prepare_voxceleb(
         return
     folders = _folder_list(data_folder)
     test_folders = folders if test_data_folder is None else _folder_list(test_data_folder)
+    pair_files = [verification_pairs_file] if isinstance(verification_pairs_file, str) else list(verification_pairs_file)
+    if not pair_files:
+        raise ValueError("prepare_voxceleb: no trial list given")
     options = dict(
         data_folder=folders, test_data_folder=test_folders, splits=sorted(splits), split_ratio=list(split_ratio),
         amp_th=amp_th, sample_rate=sample_rate, seed=seed,
-        trials=os.path.abspath(verification_pairs_file),
-        trials_mtime=os.path.getmtime(verification_pairs_file),
+        trials=[os.path.abspath(p) for p in pair_files],
+        trials_mtime=[os.path.getmtime(p) for p in pair_files],
     )
+    if len(pair_files) == 1:  # one list: the stamp of earlier versions, so their CSVs stay valid
+        options.update(trials=options["trials"][0], trials_mtime=options["trials_mtime"][0])
     opt_file = os.path.join(save_folder, "prep_options.json")
     outputs = {"train": ["train.csv"], "dev": ["dev.csv"], "test": ["enrol.csv", "test.csv"]}
     wanted = [os.path.join(save_folder, f) for s in splits for f in outputs[s]]
@@ -145,10 +154,10 @@ def prepare_voxceleb(
                 logger.info("VoxCeleb CSVs in %s are up to date, skipping prep", save_folder)
                 return
     os.makedirs(save_folder, exist_ok=True)
-    trials = read_trials(verification_pairs_file)
+    lists = {p: read_trials(p) for p in pair_files}
 
     if "train" in splits or "dev" in splits:
-        held_out = {t[k].split("/")[0] for t in trials for k in (1, 2)}
+        held_out = {t[k].split("/")[0] for ts in lists.values() for t in ts for k in (1, 2)}
         files = []
         for d in folders:
             found = sorted(glob.glob(os.path.join(d, "wav", "*", "*", "*.wav")))
@@ -194,7 +203,7 @@ def prepare_voxceleb(
         )
 
     if "test" in splits:
-        enrol, test = _trial_rows(trials, test_folders, sample_rate, num_workers)
+        enrol, test = _trial_rows(lists, test_folders, sample_rate, num_workers)
         _write_csv(os.path.join(save_folder, "enrol.csv"), TEST_FIELDS, enrol)
         _write_csv(os.path.join(save_folder, "test.csv"), TEST_FIELDS, test)
 
