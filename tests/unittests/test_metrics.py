@@ -61,3 +61,16 @@ def test_bad_scores_or_one_class_lists_are_errors():
         verification_metrics(torch.tensor([0.9, float("nan"), 0.8, 0.1]), torch.tensor([1, 0, 1, 0]))
     with pytest.raises(ValueError, match="2 target and 0 non-target"):
         verification_metrics(torch.tensor([0.9, 0.8]), torch.tensor([1, 1]))
+
+
+def test_eer_threshold_is_the_decision_threshold_with_equal_error_rates():
+    # hand-built: 0.4 is the first threshold where "accept if score > t"
+    # falsely rejects 1 of 4 targets (0.3) and falsely accepts 1 of 4 non-targets (0.6)
+    scores = torch.tensor([0.9, 0.7, 0.5, 0.3, 0.6, 0.4, 0.2, 0.0])
+    labels = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0])
+    out = verification_metrics(scores, labels)
+    assert out["EER_threshold"] == pytest.approx(0.4)
+    accept = scores > out["EER_threshold"]
+    false_reject = (~accept[labels == 1]).float().mean().item()
+    false_accept = accept[labels == 0].float().mean().item()
+    assert false_reject == false_accept == pytest.approx(out["EER"] / 100) == pytest.approx(0.25)
