@@ -1,5 +1,7 @@
 """run_mini.py helpers: system selection, overrides, data folders."""
 
+import argparse
+import json
 import os
 
 import pytest
@@ -74,3 +76,29 @@ def test_trial_lists_of_the_data_folder_and_added_to_an_older_corpus(tiny_corpus
     args = type("A", (), {"data_folder": None, "out": str(tmp_path), "seed": 0, "corpus_profile": None, "preset": None})
     assert run_mini.build_data(args)[0] == str(corpus)
     assert list(run_mini.trial_list_overrides(str(corpus))) == ["VoxCeleb1-O", "VoxCeleb1-E", "VoxCeleb1-H"]
+
+
+def test_run_one_writes_the_generated_results_table(tmp_path, monkeypatch, capsys):
+    """The main job's table is ssps_ext.results_table's, printed and kept as results.md / .csv."""
+    eers = {"simclr": 12.5, "simclr_ssps": 9.25, "simclr_cont": 11.75}
+
+    def fake_system(name, data, noise, rir, args, passthrough):
+        result = {"EER": eers[name], "EER_threshold": 0.5, "minDCF_0.01": 0.8, "minDCF_0.05": 0.6,
+                  "n_trials": 40, "trials_file": "/c/veri_test2.txt"}
+        os.makedirs(tmp_path / name)
+        with open(tmp_path / name / "verification.json", "w") as f:
+            json.dump(result, f)
+        return {**result, "minutes": 1.0}
+
+    monkeypatch.setattr(run_mini, "build_data", lambda args: ("d", "n", "r"))
+    monkeypatch.setattr(run_mini, "run_system", fake_system)
+    args = argparse.Namespace(out=str(tmp_path), systems="simclr_ssps,simclr_cont")
+    run_mini.run_one(args, {})
+    md = (tmp_path / "results.md").read_text().splitlines()
+    assert md[2:] == [
+        "| simclr | veri_test2.txt | 12.50 | 0.800 | 0.600 | 40 |",
+        "| simclr_ssps | veri_test2.txt | 9.25 | 0.800 | 0.600 | 40 |",
+        "| simclr_cont | veri_test2.txt | 11.75 | 0.800 | 0.600 | 40 |",
+    ]
+    assert "\n".join(md) in capsys.readouterr().out
+    assert (tmp_path / "results.csv").read_text().splitlines()[2].startswith("simclr_ssps,veri_test2.txt,9.25,")

@@ -41,6 +41,8 @@ import ruamel.yaml
 
 import seed_summary
 
+from ssps_ext import results_table
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # system -> (hparams file, system whose save folder it resumes or None,
 #            sections of mini_cpu.yaml applied after `common`, in order)
@@ -197,13 +199,14 @@ def run_one(args, passthrough):
         results[name] = run_system(name, data, noise, rir, args, passthrough)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    print("\n| system | EER (%) | minDCF 0.01 | minDCF 0.05 | trials | minutes |")
-    print("|---|---|---|---|---|---|")
-    for name, r in results.items():
-        print(
-            f"| {name} | {r['EER']:.2f} | {r['minDCF_0.01']:.4f} | {r['minDCF_0.05']:.4f} "
-            f"| {r['n_trials']} | {r['minutes']:.1f} |"
-        )
+    # the table of ssps_ext.results_table, also as OUT/results.md and OUT/results.csv
+    rows = results_table.read_rows([os.path.join(args.out, name) for name in results], list(results))
+    markdown = results_table.to_markdown(rows)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(markdown + "\n")
+    results_table.write_csv(rows, os.path.join(args.out, "results.csv"))
+    print("\n" + markdown)
+    print("minutes: " + ", ".join(f"{name} {r['minutes']:.1f}" for name, r in results.items()))
     return results
 
 
