@@ -42,6 +42,7 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
         super().__init__(*args, **kwargs)
         self._stats, self.lr, self.steps_per_epoch = {}, None, None
         self.tensorboard_logger = None  # tensorboard: True -> built in on_fit_start
+        self.periodic_eer = None  # ssps_ext.periodic_eval.PeriodicEER, set by train.py
 
     # ---------------------------------------------------------------- model
     def encode(self, wavs, encoder=None, lengths=None):
@@ -164,6 +165,8 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
         if self.nonfinite_steps:
             times["nonfinite_steps"] = self.nonfinite_steps
         meta = {"epoch": epoch, "lr": self.lr, **times}
+        if self.periodic_eer is not None and self.periodic_eer.due(epoch):  # eval_interval_epochs
+            meta.update(self.periodic_eer(self, progressbar=not self.noprogressbar))
         self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=stats)
         if self.tensorboard_logger is not None:
             self.tensorboard_logger.log_stats(stats_meta=meta, train_stats=stats)

@@ -233,3 +233,19 @@ def test_dino_then_dino_ssps(tiny_corpus, tmp_path):
     assert sorted(stats) == [3, 4] and stats[4]["ssps_coverage"] > 0
     result = json.load(open(os.path.join(ssps, "verification.json")))
     assert 0 <= result["EER"] <= 100
+
+
+def test_periodic_eer_is_logged_and_changes_no_weight(simclr_run, tiny_corpus, tmp_path):
+    """eval_interval_epochs: 2 puts the current weights' EER in the train log
+    at epochs 2 and 4; training is untouched (same weights as the run
+    without it), and at the last epoch it is the final evaluation's EER."""
+    out = str(tmp_path / "periodic")
+    train("simclr.yaml", tiny_corpus, out, "--number_of_epochs=4", "--eval_interval_epochs=2", "--eval_average_last=1")
+    logged = {}
+    for line in open(os.path.join(out, "train_log.txt")):
+        epoch = int(line.split("epoch: ")[1].split(",")[0])
+        logged[epoch] = float(line.split("EER: ")[1].split(",")[0]) if "EER: " in line else None
+    assert [e for e, v in sorted(logged.items()) if v is not None] == [2, 4]
+    result = json.load(open(os.path.join(out, "verification.json")))
+    assert logged[4] == pytest.approx(result["EER"], abs=0.0051)  # the log prints 2 decimals
+    assert_same_tensors(latest_state(out, "encoder"), latest_state(simclr_run, "encoder"), "encoder")

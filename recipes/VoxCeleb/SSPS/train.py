@@ -39,6 +39,7 @@ from ssps_ext.audio_scan import write_augmentation_csv  # noqa: E402
 from ssps_ext.data import train_dataset, utterance_dataset  # noqa: E402
 from ssps_ext.export import export_inference  # noqa: E402
 from ssps_ext.hparams import load_hparams  # noqa: E402
+from ssps_ext.periodic_eval import PeriodicEER  # noqa: E402
 from ssps_ext.verification import trial_lists  # noqa: E402
 
 NOISE_CATEGORIES = ("speech", "noise", "music")
@@ -98,12 +99,17 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     brain.prepare_training(train_data)
-    brain.fit(hparams["epoch_counter"], train_data, train_loader_kwargs=hparams["dataloader_options"])
-
     utterances = utterance_dataset(
         [os.path.join(manifests, "enrol.csv"), os.path.join(manifests, "test.csv")],
         hparams["sample_rate"],
     )
+    if hparams["eval_interval_epochs"] > 0:  # EER of the first list in the train log every N epochs
+        brain.periodic_eer = PeriodicEER(
+            utterances, next(iter(lists.values())),
+            hparams["eval_interval_epochs"], hparams["eval_batch_size"],
+        )
+    brain.fit(hparams["epoch_counter"], train_data, train_loader_kwargs=hparams["dataloader_options"])
+
     cohort = None
     if hparams["score_norm_cohort"] > 0:
         cohort = utterance_dataset([os.path.join(manifests, "train.csv")], hparams["sample_rate"])
