@@ -8,6 +8,13 @@ from ssps_ext import plots
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+def png_size(path):
+    """(width, height) from a PNG's IHDR chunk."""
+    data = path.read_bytes()
+    assert data[:8] == PNG and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def trial_scores(seed=0, n=200):
     g = np.random.default_rng(seed)
     labels = np.repeat([1, 0], n // 2)
@@ -18,8 +25,8 @@ def test_det_and_histogram_written(tmp_path):
     scores, labels = trial_scores()
     plots.det_png({"a": (scores, labels), "b": trial_scores(1)}, str(tmp_path / "det.png"))
     plots.histogram_png(scores, labels, str(tmp_path / "h.png"), threshold=0.35)
-    for name in ("det.png", "h.png"):
-        assert (tmp_path / name).read_bytes()[:8] == PNG
+    assert png_size(tmp_path / "det.png") == (600, 600)  # the sizes stated in ssps_ext.plots
+    assert png_size(tmp_path / "h.png") == (720, 420)
 
 
 def test_tsne_uses_ten_speakers_and_needs_points(tmp_path):
@@ -27,7 +34,7 @@ def test_tsne_uses_ten_speakers_and_needs_points(tmp_path):
     ids = [f"id{s:05d}/rec{r}/{u:05d}" for s in range(12) for r in range(2) for u in range(3)]
     emb = g.standard_normal((len(ids), 8))
     assert plots.tsne_png(emb, ids, str(tmp_path / "t.png"))
-    assert (tmp_path / "t.png").read_bytes()[:8] == PNG
+    assert png_size(tmp_path / "t.png") == (720, 720)
     assert not plots.tsne_png(emb[:3], ids[:3], str(tmp_path / "none.png"))
     assert not (tmp_path / "none.png").exists()
 
