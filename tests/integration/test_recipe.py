@@ -217,17 +217,26 @@ DINO_TINY = [
 ]
 
 
-def test_dino_then_dino_ssps(tiny_corpus, tmp_path):
-    base, ssps = str(tmp_path / "dino"), str(tmp_path / "dino_ssps")
+DINO_SSPS_CROPS = "{global_views: [2, 1.0], local_views: [4, 0.5], ref: [1, 1.5]}"
+
+
+@pytest.fixture(scope="module")
+def dino_run(tiny_corpus, tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("runs") / "dino")
     crops = "{global_views: [2, 1.0], local_views: [4, 0.5]}"
     train("dino.yaml", tiny_corpus, base, "--number_of_epochs=2", *DINO_TINY, crops=crops)
+    return base
+
+
+def test_dino_then_dino_ssps(dino_run, tiny_corpus, tmp_path):
+    base, ssps = dino_run, str(tmp_path / "dino_ssps")
     stats = epoch_stats(base)
     assert sorted(stats) == [1, 2] and all(s["loss"] > 0 for s in stats.values())
     assert stats[2]["teacher_momentum"] > 0.996
     train(
         "dino_ssps.yaml", tiny_corpus, ssps, f"--init_from={base}/save", "--number_of_epochs=4",
         "--ssps_start_epoch=3", "--ssps_K=6", "--ssps_pos_queue_size=16", "--ssps_storage=bottleneck", *DINO_TINY,
-        crops="{global_views: [2, 1.0], local_views: [4, 0.5], ref: [1, 1.5]}",
+        crops=DINO_SSPS_CROPS,
     )
     stats = epoch_stats(ssps)
     assert sorted(stats) == [3, 4] and stats[4]["ssps_coverage"] > 0
@@ -249,3 +258,21 @@ def test_periodic_eer_is_logged_and_changes_no_weight(simclr_run, tiny_corpus, t
     result = json.load(open(os.path.join(out, "verification.json")))
     assert logged[4] == pytest.approx(result["EER"], abs=0.0051)  # the log prints 2 decimals
     assert_same_tensors(latest_state(out, "encoder"), latest_state(simclr_run, "encoder"), "encoder")
+
+
+def test_dino_ssps_sigkill_mid_epoch_then_resume_is_bit_identical(dino_run, tiny_corpus, tmp_path):
+    """DINO-SSPS killed with SIGKILL inside a step of its second SSPS epoch and
+    restarted ends with the same student, head, teacher, centre, optimiser,
+    SSPS state and RNG state, bit for bit, as an uninterrupted run."""
+    args = [f"--init_from={dino_run}/save", "--number_of_epochs=5", "--ssps_start_epoch=3", "--ssps_K=6",
+            "--ssps_pos_queue_size=16", "--ssps_storage=bottleneck", *DINO_TINY]
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    train("dino_ssps.yaml", tiny_corpus, straight, *args, crops=DINO_SSPS_CROPS)
+    kill = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_during_step.py"), "4", "2"]
+    train("dino_ssps.yaml", tiny_corpus, killed, *args, crops=DINO_SSPS_CROPS, launcher=kill, returncode=-9)
+    assert sorted(epoch_stats(killed)) == [3]  # died during epoch 4
+    train("dino_ssps.yaml", tiny_corpus, killed, *args, crops=DINO_SSPS_CROPS)
+    assert sorted(epoch_stats(killed)) == [3, 4, 5]
+    for name in ("encoder", "head", "teacher_encoder", "teacher_head", "dino_loss", "optimizer", "ssps", "rng"):
+        assert_same_tensors(latest_state(straight, name), latest_state(killed, name), name)
+    assert epoch_stats(straight)[5]["loss"] == epoch_stats(killed)[5]["loss"]
