@@ -146,3 +146,22 @@ def test_several_lists_prepared_once_as_a_union(tmp_path):
         f.write("1 id00004/recA/00001.wav id00004/recC/00009.wav\n")
     with pytest.raises(FileNotFoundError, match="second.txt: trial 4 names id00004/recC/00009.wav"):
         prepare_voxceleb(root, os.path.join(root, "e"), [first, second], num_workers=1)
+
+
+def test_bad_audio_switch_and_too_short_files(tmp_path):
+    root = str(tmp_path)
+    trials = small_tree(root)
+    short = write_wav(root, "id00001/recA/00003.wav", seconds=0.3)
+    silent = write_wav(root, "id00001/recA/00004.wav", amp=0.0)
+    out = os.path.join(root, "csv")
+    prepare_voxceleb(root, out, trials, num_workers=1)  # min_duration 0: the short file is kept
+    assert short in {r["wav"] for r in read(os.path.join(out, "train.csv"))}
+    prepare_voxceleb(root, out, trials, num_workers=1, min_duration=0.5)  # a changed option redoes the prep
+    assert {r["wav"]: r["reason"] for r in read(os.path.join(out, "skipped.csv"))} == {
+        short: "too_short", silent: "silent"}
+    assert short not in {r["wav"] for r in read(os.path.join(out, "train.csv"))}
+    with pytest.raises(RuntimeError, match="2 training file") as error:
+        prepare_voxceleb(root, os.path.join(root, "csv2"), trials, num_workers=1, min_duration=0.5, bad_audio="error")
+    assert short in str(error.value) and silent in str(error.value)
+    with pytest.raises(ValueError, match="bad_audio must be"):
+        prepare_voxceleb(root, os.path.join(root, "csv3"), trials, bad_audio="ignore")

@@ -75,6 +75,8 @@ def main(argv):
             "sample_rate": hparams["sample_rate"],
             "num_workers": hparams["prep_workers"],
             "skip_prep": hparams["skip_prep"],
+            "bad_audio": hparams["bad_audio"],
+            "min_duration": hparams["min_duration"],
         },
     )
     if hparams["augment"]:

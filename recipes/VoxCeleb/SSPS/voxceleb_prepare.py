@@ -20,8 +20,10 @@ utterances), ``skipped.csv`` and ``prep_options.json``.
 Differences from SpeechBrain's prep, on purpose: speakers of *both* trial
 columns are removed from training; the sample rate and channel count are
 checked (wrong ones are an error naming the files); unreadable or silent
-training files are skipped, counted and listed in ``skipped.csv``; the skip
-check covers every option and every trial file.
+training files (and, with ``min_duration``, too short ones) are skipped,
+counted and listed in ``skipped.csv``, or with ``bad_audio="error"`` are one
+error naming every such file; the up-to-date check covers every option and
+every trial file.
 
 Layout expected: ``<data_folder>/wav/<spk>/<recording>/<utt>.wav`` (several
 folders may be given comma-separated). Training reads ``data_folder`` only
@@ -105,7 +107,7 @@ def _trial_rows(lists, folders, sample_rate, num_workers):
 def prepare_voxceleb(
     data_folder, save_folder, verification_pairs_file, splits=("train", "test"),
     split_ratio=(90, 10), amp_th=5e-4, sample_rate=16000, seed=1234,
-    num_workers=None, skip_prep=False, test_data_folder=None,
+    num_workers=None, skip_prep=False, test_data_folder=None, bad_audio="skip", min_duration=0.0,
 ):
     """Writes the VoxCeleb CSVs (see module docstring).
 
@@ -129,7 +131,17 @@ def prepare_voxceleb(
         (None: no check, only headers are read).
     skip_prep : bool
         Do nothing.
+    bad_audio : str
+        What an unreadable, non-finite (NaN / Inf) or silent training file
+        does: "skip" (counted, logged, listed in ``skipped.csv``) or "error"
+        (one error naming every such file). Trial files are always errors.
+    min_duration : float
+        Training files shorter than this many seconds are ``too_short``
+        (skipped or an error, as ``bad_audio`` says); 0 keeps them (shorter
+        than a crop, they are wrap-padded by the data pipeline).
     """
+    if bad_audio not in ("skip", "error"):
+        raise ValueError(f"prepare_voxceleb: bad_audio must be 'skip' or 'error', got {bad_audio!r}")
     if skip_prep:
         return
     folders = _folder_list(data_folder)
@@ -143,6 +155,8 @@ def prepare_voxceleb(
         trials=[os.path.abspath(p) for p in pair_files],
         trials_mtime=[os.path.getmtime(p) for p in pair_files],
     )
+    if bad_audio != "skip" or min_duration:  # default values keep earlier stamps valid
+        options.update(bad_audio=bad_audio, min_duration=min_duration)
     if len(pair_files) == 1:  # one list: the stamp of earlier versions, so their CSVs stay valid
         options.update(trials=options["trials"][0], trials_mtime=options["trials_mtime"][0])
     opt_file = os.path.join(save_folder, "prep_options.json")
@@ -169,6 +183,8 @@ def prepare_voxceleb(
         raise_on_format_errors(records, sample_rate, "training")
         rows, skipped = [], []
         for (d, rel), (path, n, status, detail) in zip(files, records):
+            if status == "ok" and n < min_duration * sample_rate:
+                status, detail = "too_short", f"{n / sample_rate:.2f} s < min_duration {min_duration} s"
             if status != "ok":
                 skipped.append(dict(wav=path, reason=status, detail=detail))
                 continue
@@ -177,10 +193,15 @@ def prepare_voxceleb(
                 ID=stem, duration=n / sample_rate, wav=path, start=0, stop=n,
                 spk_id=spk, rec_id=rec,
             ))
+        if skipped and bad_audio == "error":
+            listing = "\n".join(f"  {r['wav']}: {r['reason']} ({r['detail']})" for r in skipped)
+            raise RuntimeError(
+                f"{len(skipped)} training file(s) unusable (bad_audio: error; 'skip' drops and lists them):\n{listing}"
+            )
         _write_csv(os.path.join(save_folder, "skipped.csv"), ["wav", "reason", "detail"], skipped)
         if skipped:
             logger.warning(
-                "skipped %d unreadable/non-finite/silent training file(s), listed in %s",
+                "skipped %d unreadable/non-finite/silent/too-short training file(s), listed in %s",
                 len(skipped), os.path.join(save_folder, "skipped.csv"),
             )
         if not rows:
