@@ -29,6 +29,17 @@ class DINOBrain(SSLBrain):
 
     # ------------------------------------------------------------ networks
     eval_encoder_key = "teacher_encoder"
+    required_crops = {"global_views": 2, "local_views": None}
+
+    def check_crops(self):
+        """The crop groups, and the loss's view count against them."""
+        super().check_crops()
+        views = self.hparams.crops["global_views"][0] + self.hparams.crops["local_views"][0]
+        if self.hparams.dino_loss.n_crops != views:
+            raise ValueError(
+                f"dino_loss n_crops = {self.hparams.dino_loss.n_crops} but crops give {views} student views "
+                f"({self.hparams.crops}): set both together"
+            )
 
     def augmented(self, crops):
         """(b, n, T) crops -> (n * b, T) augmented, view-major (view 0 rows first)."""

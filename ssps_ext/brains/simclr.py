@@ -18,6 +18,8 @@ from .base import SSLBrain
 class SimCLRBrain(SSLBrain):
     """Brain for SimCLR-style contrastive training (with SSPS when enabled)."""
 
+    required_crops = {"views": 2}
+
     def compute_forward(self, batch, stage):
         views = batch.views.data.to(self.device)  # (b, 2, T)
         b = views.shape[0]

@@ -36,12 +36,30 @@ class SSPSHooks:
         """(D_emb, V) of the Q' rows; subclasses define their positive branch."""
         raise TypeError(f"{type(self).__name__} does not support SSPS")
 
+    # crop groups each Brain reads: {group: exact count, or None for >= 1}
+    required_crops = {}
+
+    def check_crops(self):
+        """ValueError naming the ``crops`` setting when a group this Brain
+        (or SSPS: ``ref``) reads is missing or has the wrong count."""
+        crops = dict(self.hparams.crops)
+        required = dict(self.required_crops, **({"ref": None} if self.ssps is not None else {}))
+        for group, count in required.items():
+            have = crops.get(group, [0])[0]
+            if have < 1 or (count is not None and have != count):
+                raise ValueError(
+                    f"crops: {type(self).__name__} needs the group {group!r} with "
+                    f"{count if count is not None else 'at least 1'} crop(s), got {crops}"
+                )
+
     def prepare_training(self, train_set):
-        """Sizes the SSPS queues from the training set (train.py, before fit).
+        """Checks the crop groups, then sizes the SSPS queues from the
+        training set (train.py, before fit).
 
         Speaker and recording labels are read from the manifest for the
         diagnostics only.
         """
+        self.check_crops()
         if self.ssps is None:
             return
         if self.ssps.start_epoch > self.hparams.number_of_epochs:
