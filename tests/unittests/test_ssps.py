@@ -171,7 +171,8 @@ def test_brain_settings_checked_before_training():
     from ssps_ext.brains.ssps_hooks import SSPSHooks
 
     def brain(ssps, epochs):
-        return SimpleNamespace(hparams=SimpleNamespace(ssps=ssps, number_of_epochs=epochs), ssps=ssps, device="cpu")
+        return SimpleNamespace(hparams=SimpleNamespace(ssps=ssps, number_of_epochs=epochs), ssps=ssps, device="cpu",
+                               check_crops=lambda: None)  # crop groups: test_crops_check.py
 
     with pytest.raises(ValueError, match="ssps_start_epoch = 11 is after the last epoch"):
         SSPSHooks.prepare_training(brain(SSPS(K=4, start_epoch=11), 10), train_set=None)
