@@ -191,6 +191,22 @@ def assert_same_tensors(a, b, where=""):
         assert a == b, where
 
 
+def assert_sigkill_resume_is_exact(hparams, corpus, tmp_path, args, crops, first, last, states):
+    """Runs ``hparams`` straight through epochs ``first``..``last``, and again
+    SIGKILLed inside step 2 of epoch ``first + 1`` then restarted with the same
+    command; the checkpoints ``states`` and the last loss must be bit-equal."""
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    train(hparams, corpus, straight, *args, crops=crops)
+    kill = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_during_step.py"), str(first + 1), "2"]
+    train(hparams, corpus, killed, *args, crops=crops, launcher=kill, returncode=-9)
+    assert sorted(epoch_stats(killed)) == [first]  # died during epoch first + 1
+    train(hparams, corpus, killed, *args, crops=crops)
+    assert sorted(epoch_stats(killed)) == list(range(first, last + 1))
+    for name in states:
+        assert_same_tensors(latest_state(straight, name), latest_state(killed, name), name)
+    assert epoch_stats(straight)[last]["loss"] == epoch_stats(killed)[last]["loss"]
+
+
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(simclr_run, tiny_corpus, tmp_path):
     """SimCLR-SSPS with augmentation, killed with SIGKILL inside a step of its
     second epoch and restarted with the same command, ends with the same
@@ -198,17 +214,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(simclr_run, tiny_corpus,
     bit for bit, as an uninterrupted run."""
     args = [f"--init_from={simclr_run}/save", "--number_of_epochs=7", "--ssps_start_epoch=5", "--ssps_K=6",
             "--ssps_pos_queue_size=16"]
-    crops = "{views: [2, 1.0], ref: [1, 1.5]}"
-    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-    train("simclr_ssps.yaml", tiny_corpus, straight, *args, crops=crops)
-    kill = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_during_step.py"), "6", "2"]
-    train("simclr_ssps.yaml", tiny_corpus, killed, *args, crops=crops, launcher=kill, returncode=-9)
-    assert sorted(epoch_stats(killed)) == [5]  # died during epoch 6
-    train("simclr_ssps.yaml", tiny_corpus, killed, *args, crops=crops)
-    assert sorted(epoch_stats(killed)) == [5, 6, 7]
-    for name in ("encoder", "optimizer", "ssps", "rng"):
-        assert_same_tensors(latest_state(straight, name), latest_state(killed, name), name)
-    assert epoch_stats(straight)[7]["loss"] == epoch_stats(killed)[7]["loss"]
+    assert_sigkill_resume_is_exact("simclr_ssps.yaml", tiny_corpus, tmp_path, args, "{views: [2, 1.0], ref: [1, 1.5]}",
+                                   5, 7, ("encoder", "optimizer", "ssps", "rng"))
 
 
 DINO_TINY = [
@@ -266,13 +273,5 @@ def test_dino_ssps_sigkill_mid_epoch_then_resume_is_bit_identical(dino_run, tiny
     SSPS state and RNG state, bit for bit, as an uninterrupted run."""
     args = [f"--init_from={dino_run}/save", "--number_of_epochs=5", "--ssps_start_epoch=3", "--ssps_K=6",
             "--ssps_pos_queue_size=16", "--ssps_storage=bottleneck", *DINO_TINY]
-    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-    train("dino_ssps.yaml", tiny_corpus, straight, *args, crops=DINO_SSPS_CROPS)
-    kill = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_during_step.py"), "4", "2"]
-    train("dino_ssps.yaml", tiny_corpus, killed, *args, crops=DINO_SSPS_CROPS, launcher=kill, returncode=-9)
-    assert sorted(epoch_stats(killed)) == [3]  # died during epoch 4
-    train("dino_ssps.yaml", tiny_corpus, killed, *args, crops=DINO_SSPS_CROPS)
-    assert sorted(epoch_stats(killed)) == [3, 4, 5]
-    for name in ("encoder", "head", "teacher_encoder", "teacher_head", "dino_loss", "optimizer", "ssps", "rng"):
-        assert_same_tensors(latest_state(straight, name), latest_state(killed, name), name)
-    assert epoch_stats(straight)[5]["loss"] == epoch_stats(killed)[5]["loss"]
+    assert_sigkill_resume_is_exact("dino_ssps.yaml", tiny_corpus, tmp_path, args, DINO_SSPS_CROPS, 3, 5, (
+        "encoder", "head", "teacher_encoder", "teacher_head", "dino_loss", "optimizer", "ssps", "rng"))
