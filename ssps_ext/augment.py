@@ -11,12 +11,17 @@ SpeechBrain's ``AddReverb`` and ``AddNoise`` to the selected rows:
 ``noise`` holds one ``AddNoise`` lobe per noise category (MUSAN speech /
 noise / music, each with its own SNR range); a noised sample draws its
 category uniformly. ``AddReverb`` uses one RIR per call, so rows are split
-into ``reverb_groups`` groups that each get their own RIR.
+into ``reverb_groups`` groups that each get their own RIR. The noise and
+RIR files of a call are drawn at that call from the global generator, so the
+augmentation of a step depends only on that generator's state.
 Call it once per view so the views of one utterance are augmented
 independently.
 """
 
 import torch
+from speechbrain.augment.time_domain import Resample
+from speechbrain.dataio.dataloader import make_dataloader
+from speechbrain.dataio.legacy import ExtendedCSVDataset
 
 
 class ViewAugment(torch.nn.Module):
@@ -56,16 +61,38 @@ class ViewAugment(torch.nn.Module):
         self.strategy = strategy
         self.aug_prob = aug_prob
         self.reverb_groups = reverb_groups
+        self._sources = {}  # id(lobe) -> its file list (ExtendedCSVDataset)
 
     def reset_sources(self):
-        """Restarts the noise / RIR file streams of the SpeechBrain lobes
-        (rebuilt, reshuffled from the global RNG, at their next use), so an
-        epoch's augmentation depends only on the RNG state at its start and
-        a resumed run continues exactly."""
-        for lobe in [*self.noise, self.reverb]:
-            for attr in ("data_loader", "noise_data", "rir_data"):
-                if lobe is not None and hasattr(lobe, attr):
-                    delattr(lobe, attr)
+        """Forgets the cached noise / RIR file lists (re-read at next use)."""
+        self._sources = {}
+
+    def _point_at_fresh_files(self, lobe, batch_size):
+        """Makes ``lobe`` read its next files from a new shuffled pass.
+
+        SpeechBrain's lobes stream their noise / RIR files from a loader
+        created at first use and kept across calls, a position that no
+        checkpoint holds. Here every call starts a new pass over the file
+        list, shuffled from the global generator (two draws), so which files
+        a call uses depends only on that generator, which checkpoints restore:
+        a run resumed in the middle of an epoch augments the rest of it as
+        the uninterrupted run does. The file list is read once.
+        """
+        key = id(lobe)
+        if key not in self._sources:
+            self._sources[key] = ExtendedCSVDataset(
+                csvpath=lobe.csv_file,
+                output_keys=getattr(lobe, "csv_keys", None),
+                sorting=lobe.sorting if lobe.sorting != "random" else "original",
+                replacements=lobe.replacements,
+            )
+        noise = lobe is not self.reverb  # AddReverb resamples its RIRs itself
+        if noise and lobe.noise_sample_rate != lobe.clean_sample_rate and not hasattr(lobe, "resampler"):
+            lobe.resampler = Resample(lobe.noise_sample_rate, lobe.clean_sample_rate)
+        lobe.data_loader = make_dataloader(
+            self._sources[key], batch_size=batch_size, shuffle=lobe.sorting == "random", num_workers=0
+        )
+        setattr(lobe, "noise_data" if noise else "rir_data", iter(lobe.data_loader))
 
     def _masks(self, n, device):
         """Boolean (n,) masks: which rows get reverb, which get noise."""
@@ -93,11 +120,14 @@ class ViewAugment(torch.nn.Module):
         rows = rev.nonzero().squeeze(1)
         for group in rows.tensor_split(min(self.reverb_groups, max(1, len(rows)))):
             if len(group):
+                self._point_at_fresh_files(self.reverb, 1)
                 out[group] = self.reverb(out[group])
         category = torch.randint(0, max(1, len(self.noise)), (wavs.shape[0],), device=wavs.device)
         for c, lobe in enumerate(self.noise):
             rows = (noi & (category == c)).nonzero().squeeze(1)
             if len(rows):
+                if lobe.csv_file is not None:
+                    self._point_at_fresh_files(lobe, len(rows))
                 lengths = torch.ones(len(rows), device=wavs.device)
                 out[rows] = lobe(out[rows], lengths)
         return out

@@ -6,6 +6,12 @@ SimCLR ``{"views": (2, 2.0)}`` (two 2-s crops), DINO ``{"global_views":
 ``{"ref": (1, 4.0)}``. Each crop starts uniformly at random, independently of
 the others. An utterance shorter than the longest crop is wrap-padded
 (repeated from its start), as in the reference code and VoxCeleb practice.
+
+The crops of an utterance in an epoch are a function of (``seed``, epoch,
+utterance) only (``KeyedCrops``, ``EpochKeyedSampler``): not of the loader
+worker that reads it, of the batches read before it or of the number of
+processes. A run resumed in the middle of an epoch therefore draws the same
+crops for the rest of that epoch as the uninterrupted run.
 """
 
 import logging
@@ -89,6 +95,53 @@ def train_dataset(csv_path, crops, sample_rate=16000):
     )
     data.set_output_keys(["id", "index", *provides])
     return data
+
+
+def item_seed(seed, epoch, index):
+    """63-bit seed of utterance ``index``'s crops in ``epoch`` (splitmix64 of the three)."""
+    mask = (1 << 64) - 1
+    x = (int(seed) * 0x9E3779B97F4A7C15 + int(epoch) * 0xBF58476D1CE4E5B9 + int(index)) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return (x ^ (x >> 31)) >> 1
+
+
+class EpochKeyedSampler(torch.utils.data.Sampler):
+    """Wraps an index sampler and yields ``(index, epoch)`` keys for
+    ``KeyedCrops``; ``set_epoch`` is passed on to the wrapped sampler."""
+
+    def __init__(self, sampler):
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return ((int(i), self.epoch) for i in self.sampler)
+
+    def __len__(self):
+        return len(self.sampler)
+
+
+class KeyedCrops(torch.utils.data.Dataset):
+    """A training dataset read with ``(index, epoch)`` keys: the item's random
+    crops are drawn from ``torch.manual_seed(item_seed(seed, epoch, index))``
+    inside ``fork_rng``, so they do not depend on, nor change, the global
+    generator of the process that reads them."""
+
+    def __init__(self, data, seed):
+        self.data, self.seed = data, int(seed)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, key):
+        index, epoch = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed(self.seed, epoch, index))
+            return self.data[index]
 
 
 def utterance_dataset(csv_paths, sample_rate=16000):

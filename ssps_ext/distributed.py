@@ -34,6 +34,17 @@ def gather(x):
     return out
 
 
+def gather_objects(obj):
+    """List of every rank's picklable ``obj`` (rank order); ``[obj]`` on one
+    process. Works with gloo and NCCL (CPU tensors included), for small
+    state such as generator states."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward sums the gradients of every rank's loss and
     returns this rank's slice, so cross-rank negatives receive gradient."""

@@ -4,38 +4,36 @@
 - per-view augmentation switched by the ``augment`` boolean;
 - schedules recomputed every step from the restored training clock;
 - per-epoch statistics (all-reduced), train log (and TensorBoard curves with
-  ``tensorboard: True``), end-of-epoch checkpoints;
+  ``tensorboard: True``), end-of-epoch and intra-epoch checkpoints, a resume
+  inside an epoch continuing exactly (``MidEpochResume``);
 - a step with a non-finite loss changes nothing (``FiniteStepGuard``);
 - warm start from another run's checkpoint (``init_from``), which is how an
   SSPS run resumes a base SSL run with its schedules continuing;
-- verification on one or several trial lists (``evaluate_verification``).
+- verification on one or several trial lists (``VerificationEvaluation``).
 
 Subclasses implement ``compute_forward`` / ``compute_objectives`` and
 ``embedding_encoder`` (the network whose output is the speaker embedding).
 """
 
 import logging
-import os
 import time
-from functools import partial
 
 import speechbrain as sb
 import torch
 from speechbrain.nnet.schedulers import update_learning_rate
-from speechbrain.utils.checkpoints import Checkpointer, average_checkpoints
 
 from .. import distributed as dist
 from ..checkpoints import AtomicCheckpointer
 from ..curves import tensorboard_logger
-from ..score_norm import cohort_cache_file, state_digest
-from ..verification import evaluate_lists
+from .evaluation import VerificationEvaluation
 from .guard import FiniteStepGuard
+from .resume import MidEpochResume
 from .ssps_hooks import SSPSHooks, unwrap
 
 logger = logging.getLogger(__name__)
 
 
-class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
+class SSLBrain(MidEpochResume, VerificationEvaluation, SSPSHooks, FiniteStepGuard, sb.Brain):
     """Base Brain for self-supervised speaker-embedding training."""
 
     def __init__(self, *args, **kwargs):
@@ -43,6 +41,7 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
         self._stats, self.lr, self.steps_per_epoch = {}, None, None
         self.tensorboard_logger = None  # tensorboard: True -> built in on_fit_start
         self.periodic_eer = None  # ssps_ext.periodic_eval.PeriodicEER, set by train.py
+        self.register_progress()
 
     # ---------------------------------------------------------------- model
     def encode(self, wavs, encoder=None, lengths=None):
@@ -71,13 +70,6 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
     @property
     def epoch(self):
         return self.hparams.epoch_counter.current
-
-    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
-        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
-        if stage == sb.Stage.TRAIN and ckpt_prefix is not None:
-            self.train_set, self.train_loader_kwargs = dataset, loader_kwargs
-            self.steps_per_epoch = len(loader)
-        return loader
 
     def schedule(self, scheduler, after_step=False):
         """Value of a schedule at the current batch (``after_step``: once its
@@ -151,11 +143,10 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
     def on_stage_start(self, stage, epoch=None):
         self._stats, self.lr = {}, None
         if stage == sb.Stage.TRAIN:
-            self.hparams.view_augment.reset_sources()
             start = time.time()
-            self.on_train_epoch_start(epoch)
+            self.on_train_epoch_start(epoch)  # skipped work on an intra-epoch resume
             self.epoch_start_s = time.time() - start  # fill pass + k-means
-            self._epoch_clock = time.time()
+            self._epoch_clock = time.time() - self.resume_progress()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage != sb.Stage.TRAIN:
@@ -176,15 +167,15 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
         # next epoch's clock and loss average.)
         self.step = 0
         self.before_checkpoint()
-        self.checkpointer.save_and_keep_only(
-            meta={"epoch": int(epoch), "loss": float(stats.get("loss", stage_loss))},
-            num_to_keep=self.hparams.keep_checkpoints,
-        )
+        self.save_epoch_checkpoint({"epoch": int(epoch), "loss": float(stats.get("loss", stage_loss))},
+                                   self.hparams.keep_checkpoints)
 
     def before_checkpoint(self):
         """Collective work every rank does before rank 0 writes a checkpoint."""
         if self.ssps is not None:
             self.ssps.gather_generator_states()
+        if self.random_state() is not None:
+            self.random_state().gather_rank_states()
 
     def _save_intra_epoch_ckpt(self):
         self.before_checkpoint()
@@ -202,91 +193,3 @@ class SSLBrain(SSPSHooks, FiniteStepGuard, sb.Brain):
                     )
             return
         super()._wrap_distributed()
-
-    # ---------------------------------------------------------------- eval
-    def load_for_evaluation(self, checkpoint=None):
-        """Loads the evaluation encoder and returns the checkpoints it came from.
-
-        The encoder is the parameter average (BatchNorm statistics included)
-        of the ``eval_average_last`` latest epoch checkpoints, up to and
-        including ``checkpoint`` (a ``CKPT+...`` folder of any run with this
-        encoder), or up to this run's latest one. The paper averages the last
-        10; 1 takes the checkpoint as it is. Only the encoder is read, so
-        optimiser, queue or RNG state of that run do not matter.
-        """
-        n = int(self.hparams.eval_average_last)
-        if n < 1:
-            raise ValueError(f"eval_average_last must be >= 1, got {n}")
-        folder = self.checkpointer.checkpoints_dir
-        if checkpoint:
-            if not os.path.isfile(os.path.join(checkpoint, "CKPT.yaml")):
-                raise FileNotFoundError(f"eval_checkpoint {checkpoint} is not a CKPT+... checkpoint folder")
-            folder = os.path.dirname(os.path.abspath(checkpoint))
-        every = Checkpointer(folder).list_checkpoints()
-        ckpts = [c for c in every if c.meta.get("end-of-epoch", True)]
-        if checkpoint:  # it and the end-of-epoch checkpoints before it
-            target = next(c for c in every if os.path.samefile(c.path, checkpoint))
-            ckpts = [c for c in ckpts if c.meta["unixtime"] < target.meta["unixtime"]] + [target]
-        ckpts.sort(key=lambda c: c.meta["unixtime"])
-        if not ckpts:
-            raise FileNotFoundError(f"no checkpoint to evaluate in {folder}")
-        chosen = ckpts[-n:]
-        missing = [c.path for c in chosen if self.eval_encoder_key not in c.paramfiles]
-        if missing:
-            raise KeyError(f"checkpoint {missing[0]} holds no {self.eval_encoder_key!r} to evaluate")
-        if len(chosen) < n:
-            logger.warning(
-                "eval_average_last = %d but only %d checkpoints in %s: averaging those "
-                "(keep_checkpoints sets how many a run keeps)", n, len(chosen), folder,
-            )
-        state = average_checkpoints(
-            chosen, self.eval_encoder_key, parameter_loader=partial(torch.load, map_location="cpu", weights_only=True)
-        )
-        self.embedding_encoder().load_state_dict(state)
-        return [str(c.path) for c in chosen]
-
-    # settings besides the weights and the cohort that change cohort embeddings
-    cohort_cache_settings = ("sample_rate", "n_mels", "n_fft", "feature_std_norm", "eval_batch_size")
-
-    def evaluate_verification(self, utterances, lists, out_json, checkpoint=None, cohort=None):
-        """Scores the trial lists ``lists`` ({name: trial file}, the
-        ``verification_lists`` setting; or one file) with full-utterance
-        cosine similarity, from one extraction (``evaluate_lists``).
-
-        Writes ``out_json`` (the first list's EER %, minDCF_0.01, minDCF_0.05,
-        n_trials, trials_file; checkpoint: the latest averaged,
-        averaged_checkpoints; ``lists``: the metrics of every list) and the
-        scores and pictures; returns the dict. With ``cohort`` (a dataset of
-        training utterances), ``score_norm_cohort`` of them drawn at random
-        (seeded) are embedded and the normalised scores' metrics are added
-        under ``score_norm``. Those embeddings are cached in the evaluated
-        checkpoint's folder, keyed by the averaged weights, the cohort and
-        ``cohort_cache_settings``, and reused by the next evaluation.
-        """
-        ckpt_paths = self.load_for_evaluation(checkpoint)
-        encoder = self.embedding_encoder()
-        self.modules.eval()
-
-        def embed(wavs, lengths):
-            return self.encode(wavs, encoder, lengths)
-
-        cohort_ids = cache = None
-        if cohort is not None:
-            ids = sorted(cohort.data)
-            size = min(int(self.hparams.score_norm_cohort), len(ids))
-            pick = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))[:size]
-            cohort_ids = [ids[i] for i in sorted(pick.tolist())]
-            cache = cohort_cache_file(ckpt_paths[-1], cohort_ids, {
-                "encoder": state_digest(encoder.state_dict()),
-                "checkpoints": [os.path.basename(p) for p in ckpt_paths],
-                "wavs": [cohort.data[i]["wav"] for i in cohort_ids],
-                "settings": {k: getattr(self.hparams, k, None) for k in self.cohort_cache_settings},
-            })
-        return evaluate_lists(
-            embed, utterances, lists, out_json, self.device,
-            batch_size=self.hparams.eval_batch_size,
-            cohort=(cohort, cohort_ids) if cohort is not None else None,
-            top_k=self.hparams.score_norm_top_k, cohort_cache=cache,
-            extra={"checkpoint": ckpt_paths[-1], "averaged_checkpoints": len(ckpt_paths)},
-            progressbar=not self.noprogressbar,
-        )

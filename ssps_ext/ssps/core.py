@@ -249,7 +249,7 @@ class SSPS(torch.nn.Module):
     def gather_generator_states(self):
         """Collects every rank's sampling-generator state into this rank's
         next checkpoint (call on all ranks before a save: only rank 0 writes)."""
-        self._rank_generators = dist.gather(self.generator.get_state()[None])  # (world, S) uint8
+        self._rank_generators = torch.stack(dist.gather_objects(self.generator.get_state()))  # (world, S) uint8
 
     @mark_as_saver
     def _save(self, path):

@@ -191,27 +191,64 @@ def assert_same_tensors(a, b, where=""):
         assert a == b, where
 
 
+def newest_checkpoint(out):
+    """(meta of CKPT.yaml, the Brain's counters) of the newest checkpoint."""
+    import yaml
+
+    path = sorted(glob.glob(os.path.join(out, "save", "CKPT+*")), key=os.path.getmtime)[-1]
+    return yaml.safe_load(open(os.path.join(path, "CKPT.yaml"))), yaml.safe_load(open(os.path.join(path, "brain.ckpt")))
+
+
 def assert_sigkill_resume_is_exact(hparams, corpus, tmp_path, args, crops, first, last, states):
-    """Runs ``hparams`` straight through epochs ``first``..``last``, and again
-    SIGKILLed inside step 2 of epoch ``first + 1`` then restarted with the same
-    command; the checkpoints ``states`` and the last loss must be bit-equal."""
+    """Runs ``hparams`` straight through epochs ``first``..``last`` with an
+    intra-epoch checkpoint after every step and 2 loader workers, and again
+    SIGKILLed inside step 3 of epoch ``first + 1``, then restarted with the
+    same command: the restart resumes after batch 2 of that epoch, and the
+    checkpoints ``states``, every epoch's logged statistics (the interrupted
+    epoch's included) must be bit-equal; no intra-epoch checkpoint is left."""
+    args = [*args, "--ckpt_interval_minutes=0", "--ckpt_interval_steps=1", "--num_workers=2"]
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     train(hparams, corpus, straight, *args, crops=crops)
-    kill = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_during_step.py"), str(first + 1), "2"]
+    kill = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "kill_during_step.py"), str(first + 1), "3"]
     train(hparams, corpus, killed, *args, crops=crops, launcher=kill, returncode=-9)
     assert sorted(epoch_stats(killed)) == [first]  # died during epoch first + 1
+    meta, brain = newest_checkpoint(killed)
+    assert meta["end-of-epoch"] is False and brain["step"] == 2  # saved after batch 2
     train(hparams, corpus, killed, *args, crops=crops)
+    assert "resumed inside epoch %d after batch 2" % (first + 1) in open(os.path.join(killed, "log.txt")).read()
     assert sorted(epoch_stats(killed)) == list(range(first, last + 1))
     for name in states:
         assert_same_tensors(latest_state(straight, name), latest_state(killed, name), name)
-    assert epoch_stats(straight)[last]["loss"] == epoch_stats(killed)[last]["loss"]
+    drop = ("epoch_s", "start_s")  # wall-clock times
+    for epoch in range(first, last + 1):
+        a, b = epoch_stats(straight)[epoch], epoch_stats(killed)[epoch]
+        assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}, epoch
+    for out in (straight, killed):
+        assert newest_checkpoint(out)[0]["end-of-epoch"] is True
+        for path in glob.glob(os.path.join(out, "save", "CKPT+*")):
+            assert yaml_meta(path)["end-of-epoch"] is True, path
+
+
+def yaml_meta(ckpt):
+    import yaml
+
+    return yaml.safe_load(open(os.path.join(ckpt, "CKPT.yaml")))
+
+
+def test_simclr_sigkill_mid_epoch_resumes_at_the_same_batch(simclr_run, tiny_corpus, tmp_path):
+    """Plain SimCLR with augmentation, killed inside a step and resumed from
+    its intra-epoch checkpoint, ends bit-identical to an uninterrupted run."""
+    args = [f"--init_from={simclr_run}/save", "--number_of_epochs=6"]
+    assert_sigkill_resume_is_exact("simclr.yaml", tiny_corpus, tmp_path, args, "{views: [2, 1.0]}",
+                                   5, 6, ("encoder", "optimizer", "rng"))
 
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(simclr_run, tiny_corpus, tmp_path):
     """SimCLR-SSPS with augmentation, killed with SIGKILL inside a step of its
-    second epoch and restarted with the same command, ends with the same
-    encoder, optimiser, SSPS queues / assignments / generator and RNG state,
-    bit for bit, as an uninterrupted run."""
+    second epoch and restarted with the same command (from the intra-epoch
+    checkpoint), ends with the same encoder, optimiser, SSPS queues /
+    assignments / generator and RNG state, bit for bit, as an uninterrupted
+    run."""
     args = [f"--init_from={simclr_run}/save", "--number_of_epochs=7", "--ssps_start_epoch=5", "--ssps_K=6",
             "--ssps_pos_queue_size=16"]
     assert_sigkill_resume_is_exact("simclr_ssps.yaml", tiny_corpus, tmp_path, args, "{views: [2, 1.0], ref: [1, 1.5]}",

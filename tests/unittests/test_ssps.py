@@ -197,7 +197,7 @@ def test_each_rank_restores_its_own_generator(tmp_path, monkeypatch):
         torch.rand(5, generator=r.generator)
     states = torch.stack([r.generator.get_state() for r in ranks])
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    monkeypatch.setattr(distributed, "gather", lambda x: states)
+    monkeypatch.setattr(distributed, "gather_objects", lambda x: list(states))
     ranks[0].gather_generator_states()
     Checkpointer(str(tmp_path), {"ssps": ranks[0]}).save_checkpoint()
     expected = torch.rand(3, generator=ranks[1].generator)
