@@ -1,4 +1,5 @@
-"""SpeechBrain ``Brain`` subclasses: SimCLR (NT-Xent/-AM) and DINO, with SSPS."""
+"""SpeechBrain ``Brain`` subclasses: SimCLR (NT-Xent/-AM) and DINO, with SSPS, and the supervised baseline."""
 
 from .dino import DINOBrain  # noqa: F401
 from .simclr import SimCLRBrain  # noqa: F401
+from .supervised import SupervisedBrain  # noqa: F401

@@ -14,11 +14,14 @@ from ssps_ext.hparams import _load_tree, _references
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 HPARAMS = os.path.join(ROOT, "recipes", "VoxCeleb", "SSPS", "hparams")
 RUN_OPTIONS = {"max_grad_norm", "optimizer_step_limit", "ckpt_interval_minutes", "precision"}
-EXPERIMENTS = ["simclr.yaml", "simclr_ssps.yaml", "simclr_cont.yaml", "dino.yaml", "dino_ssps.yaml", "dino_cont.yaml"]
+EXPERIMENTS = [
+    "simclr.yaml", "simclr_ssps.yaml", "simclr_cont.yaml", "dino.yaml", "dino_ssps.yaml", "dino_cont.yaml",
+    "supervised.yaml", "dlg_lc.yaml",
+]
 
 
 def code_text():
-    files = [os.path.join(ROOT, "recipes", "VoxCeleb", "SSPS", "train.py")]
+    files = [os.path.join(ROOT, "recipes", "VoxCeleb", "SSPS", name) for name in ("train.py", "dlg_lc.py")]
     files += glob.glob(os.path.join(ROOT, "ssps_ext", "**", "*.py"), recursive=True)
     return "\n".join(open(f).read() for f in files)
 

@@ -56,7 +56,12 @@ SYSTEMS = {
     "dino_ssps": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps"]),
     # DINO-SSPS storing the 65,536-d teacher logits in Q' (reference code) instead of the bottleneck
     "dino_ssps_logits": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps", "dino_ssps_logits"]),
+    # supervised baseline: AAM-softmax on the speaker labels (the upper bound)
+    "supervised": ("supervised.yaml", None, ["supervised"]),
+    # DLG-LC pseudo-label rounds from the DINO run (CA-DINO stage II), run by dlg_lc.py
+    "dlg_lc": ("dlg_lc.yaml", "dino", ["dlg_lc"]),
 }
+SCRIPTS = {"dlg_lc": "dlg_lc.py"}  # system -> its script (default train.py)
 DEFAULT_SYSTEMS = "simclr,simclr_ssps,simclr_cont"
 MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": "4294967296", "MALLOC_MMAP_THRESHOLD_": "4294967296"}
 
@@ -176,7 +181,8 @@ def run_system(name, data, noise, rir, args, passthrough):
     if parent:
         overrides["init_from"] = os.path.join(args.out, parent, "save")
     overrides.update(passthrough)  # the user's --key=value win over the mini settings
-    cmd = [sys.executable, os.path.join(HERE, "train.py"), os.path.join(HERE, "hparams", yaml_file)]
+    script = os.path.join(HERE, SCRIPTS.get(name, "train.py"))
+    cmd = [sys.executable, script, os.path.join(HERE, "hparams", yaml_file)]
     cmd += as_cli(overrides)
     if args.noprogressbar:
         cmd.append("--noprogressbar")
