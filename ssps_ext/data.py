@@ -129,19 +129,34 @@ class KeyedCrops(torch.utils.data.Dataset):
     """A training dataset read with ``(index, epoch)`` keys: the item's random
     crops are drawn from ``torch.manual_seed(item_seed(seed, epoch, index))``
     inside ``fork_rng``, so they do not depend on, nor change, the global
-    generator of the process that reads them."""
+    generator of the process that reads them.
+
+    ``partners`` ((N,) dataset positions, or None) makes the crop groups
+    ``partner_groups`` of item i come from item ``partners[i]`` (CA-DINO's
+    cross-utterance positives, ``ssps_ext.ssps.cluster_aware``); set it
+    before the epoch's loader starts (workers copy the dataset then).
+    """
 
     def __init__(self, data, seed):
         self.data, self.seed = data, int(seed)
+        self.partners, self.partner_groups = None, ()
 
     def __len__(self):
         return len(self.data)
 
+    def _draw(self, index, seed):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.data[index]
+
     def __getitem__(self, key):
         index, epoch = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(item_seed(self.seed, epoch, index))
-            return self.data[index]
+        item = self._draw(index, item_seed(self.seed, epoch, index))
+        partner = index if self.partners is None else int(self.partners[index])
+        if partner != index:
+            other = self._draw(partner, item_seed(self.seed + 1, epoch, index))
+            item.update({group: other[group] for group in self.partner_groups})
+        return item
 
 
 def utterance_dataset(csv_paths, sample_rate=16000):

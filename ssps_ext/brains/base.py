@@ -25,6 +25,7 @@ from speechbrain.nnet.schedulers import update_learning_rate
 from .. import distributed as dist
 from ..checkpoints import AtomicCheckpointer
 from ..curves import tensorboard_logger
+from .ca_hooks import ClusterAwareHooks
 from .evaluation import VerificationEvaluation
 from .guard import FiniteStepGuard
 from .resume import MidEpochResume
@@ -33,7 +34,7 @@ from .ssps_hooks import SSPSHooks, unwrap
 logger = logging.getLogger(__name__)
 
 
-class SSLBrain(MidEpochResume, VerificationEvaluation, SSPSHooks, FiniteStepGuard, sb.Brain):
+class SSLBrain(MidEpochResume, VerificationEvaluation, ClusterAwareHooks, SSPSHooks, FiniteStepGuard, sb.Brain):
     """Base Brain for self-supervised speaker-embedding training."""
 
     def __init__(self, *args, **kwargs):
@@ -65,6 +66,12 @@ class SSLBrain(MidEpochResume, VerificationEvaluation, SSPSHooks, FiniteStepGuar
     def embedding_encoder(self):
         """Unwrapped encoder that produces evaluation embeddings."""
         return unwrap(self.modules[self.eval_encoder_key])
+
+    def prepare_training(self, train_set):
+        """Settings checks and state sizing before fit (train.py): crops and
+        SSPS (``SSPSHooks``), CA-DINO (``ClusterAwareHooks``)."""
+        super().prepare_training(train_set)
+        self.prepare_cluster_aware(train_set)
 
     # ---------------------------------------------------------------- clock
     @property
@@ -144,7 +151,8 @@ class SSLBrain(MidEpochResume, VerificationEvaluation, SSPSHooks, FiniteStepGuar
         self._stats, self.lr = {}, None
         if stage == sb.Stage.TRAIN:
             start = time.time()
-            self.on_train_epoch_start(epoch)  # skipped work on an intra-epoch resume
+            self.on_train_epoch_start(epoch)  # SSPS; skipped work on an intra-epoch resume
+            self.cluster_aware_epoch_start(epoch)  # CA-DINO
             self.epoch_start_s = time.time() - start  # fill pass + k-means
             self._epoch_clock = time.time() - self.resume_progress()
 

@@ -30,6 +30,7 @@ class DINOBrain(SSLBrain):
     # ------------------------------------------------------------ networks
     eval_encoder_key = "teacher_encoder"
     required_crops = {"global_views": 2, "local_views": None}
+    cluster_aware_groups = ("global_views",)  # CA-DINO: teacher views from a cluster mate
 
     def check_crops(self):
         """The crop groups, and the loss's view count against them."""

@@ -65,6 +65,7 @@ class MidEpochResume:
     """Mixin of ``SSLBrain``: keyed crops, pending RNG restore, epoch progress."""
 
     _resumed_progress = None  # EpochProgress state of an intra-epoch checkpoint
+    train_crops = None  # the KeyedCrops the training loader reads
 
     def register_progress(self):
         """Adds ``EpochProgress`` to the checkpointer (optional: checkpoints
@@ -92,9 +93,8 @@ class MidEpochResume:
         sampler = kwargs.pop("sampler", None) or torch.utils.data.SequentialSampler(dataset)
         self.train_sampler = EpochKeyedSampler(sampler)
         kwargs.setdefault("collate_fn", PaddedBatch)
-        loader = sb.dataio.dataloader.make_dataloader(
-            KeyedCrops(dataset, self.hparams.seed), sampler=self.train_sampler, **kwargs
-        )
+        self.train_crops = KeyedCrops(dataset, self.hparams.seed)
+        loader = sb.dataio.dataloader.make_dataloader(self.train_crops, sampler=self.train_sampler, **kwargs)
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable(ckpt_prefix + stage.name, loader)
         self.steps_per_epoch = len(loader)

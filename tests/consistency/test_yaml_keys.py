@@ -16,7 +16,7 @@ HPARAMS = os.path.join(ROOT, "recipes", "VoxCeleb", "SSPS", "hparams")
 RUN_OPTIONS = {"max_grad_norm", "optimizer_step_limit", "ckpt_interval_minutes", "precision"}
 EXPERIMENTS = [
     "simclr.yaml", "simclr_ssps.yaml", "simclr_cont.yaml", "dino.yaml", "dino_ssps.yaml", "dino_cont.yaml",
-    "supervised.yaml", "dlg_lc.yaml",
+    "supervised.yaml", "dlg_lc.yaml", "dino_cadino.yaml",
 ]
 
 

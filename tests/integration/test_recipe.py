@@ -288,6 +288,21 @@ def test_dino_then_dino_ssps(dino_run, tiny_corpus, tmp_path):
     assert 0 <= result["EER"] <= 100
 
 
+def test_dino_cadino_rounds(dino_run, tiny_corpus, tmp_path):
+    """CA-DINO from the DINO run: a clustering round at epochs 3 and 4 (K = 6,
+    the tiny corpus's speakers), global crops from cluster mates."""
+    out = str(tmp_path / "cadino")
+    train("dino_cadino.yaml", tiny_corpus, out, f"--init_from={dino_run}/save", "--number_of_epochs=4",
+          "--cadino_start_epoch=3", "--cadino_K=[6]", "--cadino_interval=1", *DINO_TINY,
+          crops="{global_views: [2, 1.0], local_views: [4, 0.5]}")
+    stats = epoch_stats(out)
+    assert sorted(stats) == [3, 4]
+    for epoch in (3, 4):
+        assert stats[epoch]["ca_K"] == 6 and stats[epoch]["ca_cross_share"] == 1.0
+        assert "ca_partner_speaker_acc" in stats[epoch] and "ca_nmi_speaker" in stats[epoch]
+    assert os.path.isfile(os.path.join(out, "verification.json"))
+
+
 def test_periodic_eer_is_logged_and_changes_no_weight(simclr_run, tiny_corpus, tmp_path):
     """eval_interval_epochs: 2 puts the current weights' EER in the train log
     at epochs 2 and 4; training is untouched (same weights as the run

@@ -56,6 +56,10 @@ SYSTEMS = {
     "dino_ssps": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps"]),
     # DINO-SSPS storing the 65,536-d teacher logits in Q' (reference code) instead of the bottleneck
     "dino_ssps_logits": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps", "dino_ssps_logits"]),
+    # control: DINO resumed for as many epochs as DINO-SSPS / CA-DINO
+    "dino_cont": ("dino_cont.yaml", "dino", ["dino", "dino_cont"]),
+    # CA-DINO: DINO resumed with cluster-aware global crops
+    "dino_cadino": ("dino_cadino.yaml", "dino", ["dino", "dino_cadino"]),
     # supervised baseline: AAM-softmax on the speaker labels (the upper bound)
     "supervised": ("supervised.yaml", None, ["supervised"]),
     # DLG-LC pseudo-label rounds from the DINO run (CA-DINO stage II), run by dlg_lc.py
