@@ -45,6 +45,24 @@ def gather_objects(obj):
     return out
 
 
+@torch.no_grad()
+def shuffled_forward(fn, x):
+    """``fn(x)`` with the rows of the global batch shuffled across processes
+    (MoCo's shuffle-BN): each process encodes a random share of every
+    process's rows, so a key encoder's BatchNorm statistics never come from
+    the same process's queries; returns this process's rows of the result, in
+    order. ``fn(x)`` on one process."""
+    if not is_distributed():
+        return fn(x)
+    b = x.shape[0]
+    x_all = gather(x)  # (B, ...)
+    perm = broadcast(torch.randperm(x_all.shape[0], device=x.device))  # same on every rank
+    mine = perm[rank() * b : (rank() + 1) * b]
+    out_all = gather(fn(x_all[mine]))  # (B, ...) in permuted order
+    inverse = torch.argsort(perm)
+    return out_all[inverse][rank() * b : (rank() + 1) * b]
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward sums the gradients of every rank's loss and
     returns this rank's slice, so cross-rank negatives receive gradient."""

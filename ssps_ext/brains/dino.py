@@ -20,6 +20,7 @@ Evaluation embeddings come from the teacher encoder.
 import torch
 
 from .base import SSLBrain, unwrap
+from .momentum import copy_into_momentum, ema_update
 
 STORAGES = ("logits", "bottleneck")
 
@@ -132,24 +133,18 @@ class DINOBrain(SSLBrain):
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer_step += 1
 
+    momentum_pairs = (("encoder", "teacher_encoder"), ("head", "teacher_head"))
+
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Teacher <- m teacher + (1 - m) student, parameters only."""
         if not should_step:
             return
         m = self.schedule(self.hparams.momentum_schedule, after_step=True)
-        pairs = (("encoder", "teacher_encoder"), ("head", "teacher_head"))
-        with torch.no_grad():
-            for student, teacher in pairs:
-                s_params = list(unwrap(self.modules[student]).parameters())
-                t_params = list(self.modules[teacher].parameters())
-                torch._foreach_mul_(t_params, m)
-                torch._foreach_add_(t_params, [p.detach() for p in s_params], alpha=1 - m)
+        ema_update(self.modules, self.momentum_pairs, m)
         self.record(teacher_momentum=torch.tensor(m))
 
     def on_fit_start(self):
         """Teacher starts as a copy of the student (then the checkpoint, if
         any, overwrites both); it is never trained by the optimiser."""
-        for student, teacher in (("encoder", "teacher_encoder"), ("head", "teacher_head")):
-            self.modules[teacher].load_state_dict(unwrap(self.modules[student]).state_dict())
-            self.modules[teacher].requires_grad_(False)
+        copy_into_momentum(self.modules, self.momentum_pairs)
         super().on_fit_start()

@@ -89,8 +89,9 @@ def test_exported_model_works_with_speechbrain_inference(simclr_run, tiny_corpus
             os.path.join(tiny_corpus, "wav", first), os.path.join(tiny_corpus, "wav", second)
         )
         assert float(score) == pytest.approx(float(expected), abs=1e-4)
-        decisions.append(bool(decision) == (float(expected) > threshold))
-    assert all(decisions)
+        if abs(float(expected) - threshold) > 1e-4:  # the trial that sets the threshold may round either way
+            decisions.append(bool(decision) == (float(expected) > threshold))
+    assert len(decisions) >= 5 and all(decisions)
     card = open(os.path.join(moved, "README.md")).read()
     assert f"| {result['EER']:.2f} |" in card and "veri_test2.txt" in card and "train.py" in card
     assert model.encode_batch(torch.zeros(1, 16000) + 0.01).shape == (1, 1, 16)

@@ -85,7 +85,7 @@ def tiny_brain(lr, n_speakers=None, checkpointer=None):
         "encoder": ECAPA_TDNN(16, channels=[16, 16, 16, 16, 48], lin_neurons=16, attention_channels=8, se_channels=8),
     }
     hparams = dict(
-        augment=False, view_augment=None, ssps=None, emb_dim=16, crops={"views": [1, 0.5]},
+        augment=False, view_augment=None, ssps=None, cluster_aware=None, emb_dim=16, crops={"views": [1, 0.5]},
         n_speakers=n_speakers, classifier=functools.partial(Classifier, input_size=16),
         loss=LogSoftmaxWrapper(AdditiveAngularMargin(margin=0.2, scale=30)), epoch_counter=EpochCounter(1),
         lr_schedule=lambda epoch, position, steps: lr,

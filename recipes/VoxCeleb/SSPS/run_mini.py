@@ -52,6 +52,10 @@ SYSTEMS = {
     # control: SimCLR resumed for as many epochs as SimCLR-SSPS, same-utterance positives
     "simclr_cont": ("simclr_cont.yaml", "simclr", ["simclr", "simclr_cont"]),
     "simclr_am": ("simclr.yaml", None, ["simclr", "simclr_am"]),
+    "moco": ("moco.yaml", None, ["simclr", "moco"]),
+    "moco_ssps": ("moco_ssps.yaml", "moco", ["simclr", "moco", "moco_ssps"]),
+    # control: MoCo resumed for as many epochs as MoCo-SSPS
+    "moco_cont": ("moco_cont.yaml", "moco", ["simclr", "moco", "moco_cont"]),
     "dino": ("dino.yaml", None, ["dino"]),
     "dino_ssps": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps"]),
     # DINO-SSPS storing the 65,536-d teacher logits in Q' (reference code) instead of the bottleneck

@@ -56,13 +56,9 @@ def prepare_augmentation(noise_folder, rir_folder, manifest_folder):
         write_augmentation_csv(rir_folder, csv)
 
 
-def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    hparams, merged_yaml = load_hparams(hparams_file, overrides)
+def prepare_data(hparams, lists):
+    """Manifests (train, enrol/test of ``lists``) and augmentation CSVs, on the main process."""
     manifests = hparams["manifest_folder"]
-    lists = trial_lists(hparams["verification_lists"])
-
     run_on_main(
         prepare_voxceleb,
         kwargs={
@@ -81,6 +77,16 @@ def main(argv):
     )
     if hparams["augment"]:
         run_on_main(prepare_augmentation, args=[hparams["noise_folder"], hparams["rir_folder"], manifests])
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    hparams, merged_yaml = load_hparams(hparams_file, overrides)
+    manifests = hparams["manifest_folder"]
+    lists = trial_lists(hparams["verification_lists"])
+
+    prepare_data(hparams, lists)
 
     # Record the merged hyperparameters (extends chain + overrides).
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:

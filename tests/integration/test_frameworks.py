@@ -1,0 +1,33 @@
+"""End-to-end runs of the other joint-embedding frameworks on the tiny corpus:
+MoCo and MoCo-SSPS (train.py, CPU)."""
+
+import json
+import os
+
+import torch
+
+from test_recipe import assert_same_tensors, epoch_stats, latest_state, train
+
+
+def test_moco_then_moco_ssps(tiny_corpus, tmp_path):
+    """MoCo trains 2 epochs with a key queue smaller than an epoch; MoCo-SSPS
+    resumes it, samples pseudo-positive keys, and checkpoints the queues."""
+    base, ssps = str(tmp_path / "moco"), str(tmp_path / "moco_ssps")
+    train("moco.yaml", tiny_corpus, base, "--number_of_epochs=2", "--moco_queue_size=24", "--temperature=0.1")
+    stats = epoch_stats(base)
+    assert sorted(stats) == [1, 2] and stats[2]["key_momentum"] == 0.999
+    queue = latest_state(base, "loss")
+    n_train = sum(1 for _ in open(os.path.join(tmp_path, "manifests", "train.csv"))) - 1
+    per_epoch = n_train // 8 * 8  # batches of 8, the last partial one dropped
+    assert queue["queue"].shape == (2, 24, 16) and int(queue["ptr"]) == (2 * per_epoch) % 24
+    assert not torch.equal(queue["queue"][0], queue["queue"][1])  # one queue per view
+    train("moco_ssps.yaml", tiny_corpus, ssps, f"--init_from={base}/save", "--number_of_epochs=4",
+          "--ssps_start_epoch=3", "--ssps_K=6", "--ssps_pos_queue_size=16", "--moco_queue_size=24",
+          "--temperature=0.1", crops="{views: [2, 1.0], ref: [1, 1.5]}")
+    stats = epoch_stats(ssps)
+    assert sorted(stats) == [3, 4] and stats[4]["ssps_coverage"] > 0 and "ssps_speaker_acc" in stats[4]
+    state = latest_state(ssps, "ssps")["state"]
+    assert state["pos_queue.embeddings"].shape == (2, 16, 16)  # both keys stored per Q' row
+    assert os.path.isfile(os.path.join(ssps, "verification.json"))
+    assert json.load(open(os.path.join(ssps, "verification.json")))["n_trials"] == 80
+    assert_same_tensors(latest_state(ssps, "key_encoder").keys(), latest_state(base, "key_encoder").keys())
