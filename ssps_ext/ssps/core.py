@@ -27,6 +27,7 @@ from .sampling import QueueClusters, choose_clusters, draw_slots, nearby_cluster
 
 logger = logging.getLogger(__name__)
 SAMPLINGS = ("kmeans-repr", "kmeans-centroid", "nn", "supervised")
+SAME_RECORDING = ("allow", "exclude", "prefer_other")
 CLUSTER_PROBS = ("uniform", "exp")
 
 
@@ -48,9 +49,9 @@ class SSPS(torch.nn.Module):
         the centroid of c-hat), "nn" (SSPS-NN: one of ``nn_k`` nearest
         references) or "supervised" (SSPS paper Table 1, "supervised"
         positives: the clusters are the true speakers, read from ``spk_id``,
-        with M = 0; with ``exclude_same_recording`` the positive is another
-        recording of the anchor's speaker: the label-quality upper bound of
-        SSPS on the same data).
+        with M = 0; with ``same_recording: exclude`` or ``prefer_other`` the
+        positive is another recording of the anchor's speaker: the
+        label-quality upper bound of SSPS on the same data).
     pos_queue_size : int or None
         |Q'| before rounding down to a multiple of the global batch; None = K.
     kmeans_iters : int
@@ -63,9 +64,12 @@ class SSPS(torch.nn.Module):
         Decay of the "exp" weighting.
     nn_k : int
         Neighbours considered by "nn".
-    exclude_same_recording : bool
-        Never draw a pseudo-positive from the anchor's recording (needs the
-        ``rec_id`` column; an extension, off in the paper).
+    same_recording : str
+        Whether a pseudo-positive may come from the anchor's recording:
+        "allow" (the paper), "exclude" (never; anchors whose cluster has no
+        other recording in Q' keep their own positive) or "prefer_other"
+        (another recording when Q' has one in the cluster, else any slot of
+        it). The last two need the ``rec_id`` column; an extension.
     seed : int
         Seeds k-means initialisation and the draws.
     """
@@ -73,7 +77,7 @@ class SSPS(torch.nn.Module):
     def __init__(
         self, K=25000, M=1, start_epoch=101, sampling="kmeans-repr", pos_queue_size=None,
         kmeans_iters=10, kmeans_backend="auto", cluster_prob="uniform", exp_lambda=0.7,
-        nn_k=1, exclude_same_recording=False, seed=0,
+        nn_k=1, same_recording="allow", seed=0,
     ):
         super().__init__()
         if sampling not in SAMPLINGS:
@@ -86,13 +90,15 @@ class SSPS(torch.nn.Module):
             raise ValueError(f"SSPS: M = {M} neighbouring clusters needs M < K = {K}")
         if cluster_prob not in CLUSTER_PROBS:
             raise ValueError(f"SSPS cluster_prob {cluster_prob!r} not in {CLUSTER_PROBS}")
+        if same_recording not in SAME_RECORDING:
+            raise ValueError(f"SSPS same_recording {same_recording!r} not in {SAME_RECORDING}")
         if kmeans_backend not in BACKENDS:
             raise ValueError(f"SSPS kmeans_backend {kmeans_backend!r} not in {BACKENDS}")
         self.K, self.M, self.start_epoch, self.sampling = K, M, start_epoch, sampling
         self.pos_queue_size = pos_queue_size or K
         self.kmeans_iters, self.kmeans_backend = kmeans_iters, kmeans_backend
         self.cluster_prob, self.exp_lambda, self.nn_k = cluster_prob, exp_lambda, nn_k
-        self.exclude_same_recording, self.seed = exclude_same_recording, seed
+        self.same_recording, self.seed = same_recording, seed
         self.generator = torch.Generator().manual_seed(seed + dist.rank())
         self.ready = False
 
@@ -108,7 +114,7 @@ class SSPS(torch.nn.Module):
         repr_dim, emb_dim : dimensions of y-hat (Q-hat) and z' (Q').
         n_views : embeddings stored per Q' row (SimCLR 1, DINO 2).
         speakers, recordings : optional (N,) int labels, diagnostics only
-            (``recordings`` is also what ``exclude_same_recording`` uses).
+            (``recordings`` is also what ``same_recording`` uses).
         """
         if self.sampling == "supervised":
             if speakers is None:
@@ -116,8 +122,8 @@ class SSPS(torch.nn.Module):
             self.K = int(torch.as_tensor(speakers).max()) + 1  # one "cluster" per speaker
         if self.K > n_utterances:
             raise ValueError(f"SSPS: K = {self.K} clusters but the training set has only {n_utterances} utterances")
-        if self.exclude_same_recording and recordings is None:
-            raise ValueError("SSPS exclude_same_recording needs the rec_id column in train.csv")
+        if self.same_recording != "allow" and recordings is None:
+            raise ValueError(f"SSPS same_recording: {self.same_recording} needs the rec_id column in train.csv")
         if self.sampling == "kmeans-centroid" and emb_dim != repr_dim:
             raise ValueError(
                 f"SSPS kmeans-centroid substitutes centroids ({repr_dim}-d) for embeddings ({emb_dim}-d); "
@@ -209,10 +215,13 @@ class SSPS(torch.nn.Module):
             )
             if self.sampling == "kmeans-centroid":
                 return chosen, {"ssps_coverage": (chosen >= 0).float().mean()}
-            exclude = self.recordings if self.exclude_same_recording else None
+            exclude = self.recordings if self.same_recording != "allow" else None
             queue = QueueClusters(self.pos_queue.indices, self.pos_queue.recency(), self.assignments, exclude)
             anchor_rec = None if exclude is None else exclude[indices]
             slots, pool = draw_slots(chosen, queue, self.generator, anchor_rec)
+            if self.same_recording == "prefer_other":  # no other recording in the cluster: any slot of it
+                any_slots, any_pool = draw_slots(chosen, queue, self.generator)
+                slots, pool = torch.where(pool > 0, slots, any_slots), torch.where(pool > 0, pool, any_pool)
         partner = torch.where(slots >= 0, self.pos_queue.indices[slots.clamp(min=0)], -1)
         return slots, sampling_stats(indices, partner, pool, self.speakers, self.recordings)
 

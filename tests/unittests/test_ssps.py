@@ -36,7 +36,7 @@ def test_setup_errors_name_the_setting():
     with pytest.raises(ValueError, match="K = 200 clusters but the training set has only 96"):
         SSPS(K=200).setup(N, B, D, D)
     with pytest.raises(ValueError, match="rec_id"):
-        SSPS(K=4, exclude_same_recording=True, pos_queue_size=16).setup(N, B, D, D)
+        SSPS(K=4, same_recording="exclude", pos_queue_size=16).setup(N, B, D, D)
     # 96 + 5 utterances, global batch 16: Q-hat holds 96 references, K = 100 cannot be clustered
     with pytest.raises(ValueError, match="K = 100 clusters but Q-hat holds 96 references"):
         SSPS(K=100, pos_queue_size=16).setup(N + 5, 16, D, D)
@@ -98,7 +98,7 @@ def test_centroid_sampling_substitutes_the_chosen_centroid():
 
 
 def test_exclude_same_recording():
-    ssps, _, recordings, _ = filled_ssps(exclude_same_recording=True)
+    ssps, _, recordings, _ = filled_ssps(same_recording="exclude")
     ssps.cluster(epoch=2)
     anchors = torch.arange(N)
     slots, stats = ssps.sample(anchors)
@@ -107,11 +107,39 @@ def test_exclude_same_recording():
     assert stats["ssps_recording_acc"] == 0
 
 
+def test_same_recording_exclude_and_prefer_other():
+    """Supervised positives with Q' holding only recording 10 of speaker 5:
+    its anchors from recording 11 get recording 10 either way; anchors from
+    recording 10 keep their own positive with "exclude" and get a slot of
+    recording 10 with "prefer_other"; speaker 7 (both recordings in Q') always
+    gets the other recording."""
+    speakers, recordings, refs = speaker_world()
+    order = torch.cat([torch.arange(40), torch.arange(44, 96), torch.arange(40, 44)])  # Q' = the last 48 written
+    anchors = torch.tensor([44, 45, 40, 41, 60, 56])
+    got = {}
+    for mode in ("exclude", "prefer_other"):
+        ssps = SSPS(K=1, M=0, start_epoch=2, pos_queue_size=48, sampling="supervised", same_recording=mode, seed=0)
+        ssps.setup(N, B, D, D, 1, speakers, recordings)
+        for step in range(N // B):
+            idx = order[step * B : (step + 1) * B]
+            ssps.update(idx, refs[idx], refs[idx][None])
+        ssps.cluster(epoch=2)
+        slots, _ = ssps.sample(anchors)
+        got[mode] = torch.where(slots >= 0, ssps.pos_queue.indices[slots.clamp(min=0)], -1)
+    for mode, partner in got.items():
+        assert bool(((partner[:2] >= 40) & (partner[:2] < 44)).all()), mode  # recording 10
+        assert bool(((partner[4] >= 56) & (partner[4] < 60))) and bool(partner[5] >= 60) and bool(partner[5] < 64), mode
+    assert got["exclude"][2:4].tolist() == [-1, -1]
+    assert bool(((got["prefer_other"][2:4] >= 40) & (got["prefer_other"][2:4] < 44)).all())
+    with pytest.raises(ValueError, match="same_recording 'never'"):
+        SSPS(same_recording="never")
+
+
 def test_supervised_sampling_draws_the_true_speaker_from_another_recording():
     """Labels instead of k-means: references are random (k-means would not
     find the speakers), yet every partner is the anchor's speaker."""
     speakers, recordings, _ = speaker_world()
-    ssps = SSPS(K=1, M=0, start_epoch=2, pos_queue_size=48, sampling="supervised", exclude_same_recording=True)
+    ssps = SSPS(K=1, M=0, start_epoch=2, pos_queue_size=48, sampling="supervised", same_recording="exclude")
     ssps.setup(N, B, D, D, 1, speakers, recordings)
     assert ssps.K == 12
     noise = torch.nn.functional.normalize(torch.randn(N, D, generator=torch.Generator().manual_seed(3)), dim=1)

@@ -51,6 +51,8 @@ SYSTEMS = {
     "simclr_ssps": ("simclr_ssps.yaml", "simclr", ["simclr", "simclr_ssps"]),
     # control: SimCLR resumed for as many epochs as SimCLR-SSPS, same-utterance positives
     "simclr_cont": ("simclr_cont.yaml", "simclr", ["simclr", "simclr_cont"]),
+    # supervised positive sampling: SSPS's queues with the true speakers as clusters
+    "simclr_suppos": ("simclr_ssps.yaml", "simclr", ["simclr", "simclr_ssps", "suppos"]),
     "simclr_am": ("simclr.yaml", None, ["simclr", "simclr_am"]),
     "moco": ("moco.yaml", None, ["simclr", "moco"]),
     "moco_ssps": ("moco_ssps.yaml", "moco", ["simclr", "moco", "moco_ssps"]),
@@ -58,6 +60,7 @@ SYSTEMS = {
     "moco_cont": ("moco_cont.yaml", "moco", ["simclr", "moco", "moco_cont"]),
     "dino": ("dino.yaml", None, ["dino"]),
     "dino_ssps": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps"]),
+    "dino_suppos": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps", "suppos"]),
     # DINO-SSPS storing the 65,536-d teacher logits in Q' (reference code) instead of the bottleneck
     "dino_ssps_logits": ("dino_ssps.yaml", "dino", ["dino", "dino_ssps", "dino_ssps_logits"]),
     # control: DINO resumed for as many epochs as DINO-SSPS / CA-DINO
