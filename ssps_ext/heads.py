@@ -76,3 +76,31 @@ class Projector(nn.Module):
 
     def forward(self, y):
         return self.net(y)
+
+
+class SwAVHead(nn.Module):
+    """SwAV projector (Linear-BN-ReLU-Linear) and prototypes.
+
+    ``forward`` / ``project``: y (N, D_repr) -> z (N, D_out), L2-normalised;
+    ``scores``: z -> cosines with the K prototypes (N, K). The prototypes are
+    unit vectors (the reference's weight-normalised layer with its norm fixed
+    at 1), so a score is a cosine whatever the raw weights' scale.
+    """
+
+    def __init__(self, in_dim=512, hidden_dim=2048, out_dim=128, n_prototypes=3000):
+        super().__init__()
+        self.projector = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim),
+        )
+        self.prototypes = nn.Parameter(torch.randn(n_prototypes, out_dim) / out_dim**0.5)
+
+    def project(self, y):
+        return nn.functional.normalize(self.projector(y), dim=-1)
+
+    def scores(self, z):
+        return z @ nn.functional.normalize(self.prototypes, dim=-1).T  # (N, K)
+
+    def forward(self, y):
+        """y (N, D_repr) -> z (N, D_out), scores (N, K) (one call, for DDP)."""
+        z = self.project(y)
+        return z, self.scores(z)

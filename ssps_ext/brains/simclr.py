@@ -1,4 +1,4 @@
-"""``SimCLRBrain``: SimCLR / NT-Xent-AM speaker embeddings, optionally with SSPS.
+"""``SimCLRBrain``: SimCLR / NT-Xent-AM (and VICReg) speaker embeddings, optionally with SSPS.
 
 Per step (paper section 2.1.1 and Fig. 1):
   x, x'   two random 2-s crops of each utterance, augmented independently
@@ -8,6 +8,13 @@ Per step (paper section 2.1.1 and Fig. 1):
   loss    NT-Xent(-AM) between Z and Z'.
 With SSPS (``ssps`` not null), Z' rows are replaced by pseudo-positives drawn
 from the memory queue Q' before the loss (see ``ssps_ext.ssps``).
+
+The Brain serves every two-view joint-embedding loss ``loss(Z, Z')`` with a
+``stats(Z, Z')`` dict for the train log: NT-Xent(-AM), and VICReg
+(``vicreg.yaml``: the projector is VICReg's expander, Z = g(y); SSPS
+replaces rows of the second view's expander output Z', as the reference
+code's siamese methods do, so that the invariance term pulls Z towards the
+pseudo-positive and the variance / covariance terms see it as a sample).
 """
 
 import torch
@@ -59,5 +66,5 @@ class SimCLRBrain(SSLBrain):
         if ref is not None:
             z2_pos = self.ssps_step(batch.index.data.to(self.device), ref, z1, z2)
         loss = self.hparams.loss(z1, z2_pos)
-        self.record(loss=loss, accuracy=self.hparams.loss.accuracy(z1.detach(), z2_pos.detach()))
+        self.record(loss=loss, **self.hparams.loss.stats(z1.detach(), z2_pos.detach()))
         return loss

@@ -97,3 +97,7 @@ class NTXent(torch.nn.Module):
         """Share of anchors whose positive has the largest logit."""
         logits, target = self.logits(z1, z2)
         return (logits.argmax(dim=-1) == target).float().mean()
+
+    def stats(self, z1, z2):
+        """What the train log shows besides the loss."""
+        return {"accuracy": self.accuracy(z1, z2)}

@@ -17,7 +17,8 @@ RUN_OPTIONS = {"max_grad_norm", "optimizer_step_limit", "ckpt_interval_minutes",
 EXPERIMENTS = [
     "simclr.yaml", "simclr_ssps.yaml", "simclr_cont.yaml", "dino.yaml", "dino_ssps.yaml", "dino_cont.yaml",
     "supervised.yaml", "dlg_lc.yaml", "dino_cadino.yaml",
-    "moco.yaml", "moco_ssps.yaml", "moco_cont.yaml",
+    "moco.yaml", "moco_ssps.yaml", "moco_cont.yaml", "vicreg.yaml", "vicreg_ssps.yaml", "vicreg_cont.yaml",
+    "swav.yaml", "swav_ssps.yaml", "swav_cont.yaml",
 ]
 
 

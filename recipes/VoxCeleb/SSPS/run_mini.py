@@ -54,6 +54,12 @@ SYSTEMS = {
     # supervised positive sampling: SSPS's queues with the true speakers as clusters
     "simclr_suppos": ("simclr_ssps.yaml", "simclr", ["simclr", "simclr_ssps", "suppos"]),
     "simclr_am": ("simclr.yaml", None, ["simclr", "simclr_am"]),
+    "vicreg": ("vicreg.yaml", None, ["simclr", "vicreg"]),
+    "vicreg_ssps": ("vicreg_ssps.yaml", "vicreg", ["simclr", "vicreg", "vicreg_ssps"]),
+    "vicreg_cont": ("vicreg_cont.yaml", "vicreg", ["simclr", "vicreg", "vicreg_cont"]),
+    "swav": ("swav.yaml", None, ["simclr", "swav"]),
+    "swav_ssps": ("swav_ssps.yaml", "swav", ["simclr", "swav", "swav_ssps"]),
+    "swav_cont": ("swav_cont.yaml", "swav", ["simclr", "swav", "swav_cont"]),
     "moco": ("moco.yaml", None, ["simclr", "moco"]),
     "moco_ssps": ("moco_ssps.yaml", "moco", ["simclr", "moco", "moco_ssps"]),
     # control: MoCo resumed for as many epochs as MoCo-SSPS
