@@ -72,14 +72,36 @@ def embed_utterances(brain, utterances, ids, batch_size=1, progressbar=False):
             module.training = mode
 
 
-def cluster_pseudo_labels(embeddings, n_clusters, n_iter=10, seed=0, backend="auto"):
+def merge_centroids(centroids, n_clusters):
+    """(K1,) group in [0, K) of each of K1 centroids: agglomerative
+    clustering (scikit-learn, cosine distance, average linkage)."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    ahc = AgglomerativeClustering(n_clusters=n_clusters, metric="cosine", linkage="average")
+    return torch.as_tensor(ahc.fit_predict(centroids.detach().cpu().double().numpy()), dtype=torch.long)
+
+
+def cluster_pseudo_labels(embeddings, n_clusters, n_iter=10, seed=0, backend="auto", ahc_from=0):
     """Pseudo-labels (N,) long in [0, K): spherical k-means of the rows of
     ``embeddings`` (N, D), computed on rank 0 and broadcast so that every
-    rank trains on the same labels."""
+    rank trains on the same labels.
+
+    ``ahc_from`` = K1 > K: k-means into K1 clusters first, whose centroids
+    are then merged into K groups by agglomerative clustering (the 50,000 ->
+    7,500 scheme of the public DLG-LC re-implementation, peers.md 5a); every
+    utterance takes its centroid's group. 0 = k-means into K directly.
+    """
     check_cluster_count(embeddings.shape[0], n_clusters, "the embedded training set")
+    if ahc_from and ahc_from <= n_clusters:
+        raise ValueError(f"pseudo-label rounds: ahc_from = {ahc_from} must exceed n_clusters = {n_clusters} (or be 0)")
     labels = torch.empty(embeddings.shape[0], dtype=torch.long, device=embeddings.device)
     if dist.rank() == 0:
-        _, labels = spherical_kmeans(embeddings, n_clusters, n_iter=n_iter, seed=seed, backend=backend)
+        if ahc_from:
+            check_cluster_count(embeddings.shape[0], ahc_from, "the embedded training set (ahc_from)")
+            centroids, fine = spherical_kmeans(embeddings, ahc_from, n_iter=n_iter, seed=seed, backend=backend)
+            labels = merge_centroids(centroids, n_clusters).to(fine.device)[fine]
+        else:
+            _, labels = spherical_kmeans(embeddings, n_clusters, n_iter=n_iter, seed=seed, backend=backend)
     return dist.broadcast(labels.to(embeddings.device))
 
 

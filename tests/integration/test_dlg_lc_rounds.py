@@ -63,3 +63,20 @@ def test_more_clusters_than_utterances_is_a_clear_error(dino_base, tiny_corpus, 
     done = train("dlg_lc.yaml", tiny_corpus, str(tmp_path / "bad"), f"--init_from={dino_base}/save",
                  *ROUND_ARGS, "--n_clusters=100000", crops="{views: [1, 1.0]}", launcher=DLG_LC, returncode=1)
     assert "K = 100000 clusters but train.csv has only" in done.stdout + done.stderr
+
+
+def test_one_round_with_agglomerative_merge_then_final_fine_tune(dino_base, tiny_corpus, tmp_path):
+    """ahc_from: k-means into 12 clusters merged into 6 by agglomerative
+    clustering; final_epochs: one more round on 1.5-s crops with margin 0.5
+    and no gate, logged as the "final" row."""
+    out = str(tmp_path / "dlg_final")
+    train("dlg_lc.yaml", tiny_corpus, out, f"--init_from={dino_base}/save", "--n_rounds=1", *ROUND_ARGS,
+          "--ahc_from=12", "--final_epochs=1", "--final_crop_seconds=1.5", crops="{views: [1, 1.0]}",
+          launcher=DLG_LC)
+    rows = json.load(open(os.path.join(out, "rounds.json")))
+    assert [r["round"] for r in rows] == [1, "final"]
+    labels = torch.load(os.path.join(out, "round1", "pseudo_labels.pt"), weights_only=True)["labels"]
+    assert sorted(set(labels.tolist())) == list(range(6))  # 12 k-means clusters merged into 6 groups
+    assert (rows[0]["aam_margin"], rows[0]["crop_seconds"]) == (0.2, 1.0)
+    assert (rows[1]["aam_margin"], rows[1]["crop_seconds"], rows[1]["epochs"]) == (0.5, 1.5, 1)
+    assert "gate_threshold" not in epoch_stats(os.path.join(out, "round2"))[1]  # no gate in the fine-tune

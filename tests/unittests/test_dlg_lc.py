@@ -276,3 +276,20 @@ def test_run_mini_dlg_lc_system_resumes_dino_with_its_driver():
     assert hparams["brain_class"] is PseudoLabelBrain and hparams["init_encoder_key"] == "teacher_encoder"
     assert 2 <= hparams["gate_start_epoch"] <= hparams["lc_start_epoch"] <= hparams["number_of_epochs"]
     assert hparams["crops"]["views"][0] == 1 and hparams["emb_dim"] == 128
+
+
+def test_agglomerative_merge_recovers_well_separated_groups():
+    """k-means into 12 clusters, merged into 4 by agglomerative clustering:
+    each of 4 tight groups of points becomes one pseudo-label."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from ssps_ext.pseudo_labels.rounds import cluster_pseudo_labels
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.eye(8)[:4]  # 4 orthogonal directions
+    groups = torch.arange(4).repeat_interleave(30)
+    x = torch.nn.functional.normalize(centres[groups] + 0.05 * torch.randn(120, 8, generator=g), dim=1)
+    labels = cluster_pseudo_labels(x, 4, n_iter=10, seed=0, backend="torch", ahc_from=12)
+    assert normalized_mutual_info_score(groups.numpy(), labels.numpy()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="ahc_from = 4 must exceed n_clusters = 4"):
+        cluster_pseudo_labels(x, 4, ahc_from=4)

@@ -59,10 +59,21 @@ from ssps_ext.verification import trial_lists  # noqa: E402
 EPOCH_STATS = ("gate_threshold", "gate_fallback", "reliable", "corrected", "dropped", "loss", "accuracy")
 
 
-def round_overrides(overrides, r, init_from, init_encoder_key):
-    """The command line's overrides plus this round's ``round``, ``init_from`` and ``init_encoder_key``."""
+def round_overrides(overrides, r, init_from, init_encoder_key, extra=None):
+    """The command line's overrides plus this round's ``round``, ``init_from``
+    and ``init_encoder_key`` (and ``extra``: the final fine-tune's settings)."""
     base = ruamel.yaml.YAML(typ="safe").load(overrides) if isinstance(overrides, str) else overrides
-    return {**(base or {}), "round": r, "init_from": init_from, "init_encoder_key": init_encoder_key}
+    return {**(base or {}), **(extra or {}), "round": r, "init_from": init_from, "init_encoder_key": init_encoder_key}
+
+
+def final_overrides(hparams):
+    """The large-margin fine-tune (peers.md 5c item 4): one more round of
+    ``final_epochs`` epochs on ``final_crop_seconds`` crops with AAM margin
+    ``final_margin``, without gate or label correction."""
+    epochs = int(hparams["final_epochs"])
+    return {"number_of_epochs": epochs, "aam_margin": hparams["final_margin"],
+            "crops": {"views": [1, hparams["final_crop_seconds"]]},
+            "gate_start_epoch": epochs + 1, "lc_start_epoch": epochs + 1}
 
 
 def pseudo_labels(brain, hparams, train_data, k, run_folder):
@@ -78,16 +89,16 @@ def pseudo_labels(brain, hparams, train_data, k, run_folder):
     ids = ordered_ids(train_data)
     emb = embed_utterances(brain, utterances, ids, hparams["eval_batch_size"], not brain.noprogressbar)
     labels = cluster_pseudo_labels(emb.to(brain.device), k, hparams["kmeans_iterations"], hparams["seed"],
-                                   hparams["kmeans_backend"]).cpu()
+                                   hparams["kmeans_backend"], hparams["ahc_from"]).cpu()
     if if_main_process():
         os.makedirs(run_folder, exist_ok=True)
         torch.save({"labels": labels, "n_clusters": k}, path)
     return labels
 
 
-def run_round(r, hparams_file, overrides, run_opts, init_from, init_encoder_key, lists):
+def run_round(r, hparams_file, overrides, run_opts, init_from, init_encoder_key, lists, extra=None):
     """Trains and evaluates round ``r``; returns its row (also round<r>/round.json)."""
-    hparams, _ = load_hparams(hparams_file, round_overrides(overrides, r, init_from, init_encoder_key))
+    hparams, _ = load_hparams(hparams_file, round_overrides(overrides, r, init_from, init_encoder_key, extra))
     folder = hparams["round_folder"]
     done = os.path.join(folder, "round.json")
     if os.path.isfile(done):
@@ -117,6 +128,7 @@ def run_round(r, hparams_file, overrides, run_opts, init_from, init_encoder_key,
         "round": r, "n_clusters": k, "empty_clusters": int((cluster_sizes(labels, k) == 0).sum()),
         "nmi_speaker": label_nmi(labels, rows, "spk_id"), "nmi_recording": label_nmi(labels, rows, "rec_id"),
         "EER": result["EER"], "minDCF_0.01": result["minDCF_0.01"], "epochs": max(log) if log else 0,
+        "aam_margin": hparams["aam_margin"], "crop_seconds": hparams["crops"]["views"][1],
         **{name: last.get(name) for name in EPOCH_STATS},
     }
     if if_main_process():
@@ -155,6 +167,12 @@ def main(argv):
         rows.append(row)
         print(f"[dlg_lc] round {r}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "round"), flush=True)
         init_from, key = round_hparams["save_folder"], "encoder"  # the next round continues this encoder
+    if int(hparams["final_epochs"]) > 0:  # large-margin fine-tune on re-clustered labels
+        r = int(hparams["n_rounds"]) + 1
+        row, round_hparams = run_round(r, hparams_file, overrides, run_opts, init_from, key, lists,
+                                       extra=final_overrides(hparams))
+        rows.append({**row, "round": "final"})
+        print("[dlg_lc] final fine-tune: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "round"), flush=True)
     if if_main_process():
         out = hparams["output_folder"]
         write_rounds(rows, out)
