@@ -28,11 +28,10 @@ def test_two_rounds_log_nmi_eer_gate_and_keep_the_pseudo_labels(dino_base, tiny_
     """2 rounds of 3 epochs (K = 6 = the tiny corpus's speakers, gate from
     epoch 2, LC at epoch 3): rounds.json / rounds.csv hold one row per round
     with NMI, EER and the gate's shares; round 2 started from round 1's
-    encoder, with a new 6-class classifier; the pseudo-label NMI does not
-    fall between the rounds. That last check is weak evidence: on this
-    corpus (about 40 utterances) it held for 4 corpus-fixed seeds out of 4
-    between rounds 1 and 2 (NMI +0.02 to +0.07), but fell between rounds 2
-    and 3 for 2 seeds out of 3; it is deterministic on one machine."""
+    encoder, with a new 6-class classifier. Whether the pseudo-labels' NMI
+    rises between rounds is not asserted: on this corpus it rose or fell
+    with the thread count (0.353 -> 0.320 with 2 threads, up with 1), and
+    from a 6-epoch supervised start it fell (0.61 -> 0.47); see issue 10."""
     out = str(tmp_path / "dlg_lc")
     train("dlg_lc.yaml", tiny_corpus, out, f"--init_from={dino_base}/save", "--n_rounds=2", *ROUND_ARGS,
           crops="{views: [1, 1.0]}", launcher=DLG_LC)
@@ -44,7 +43,6 @@ def test_two_rounds_log_nmi_eer_gate_and_keep_the_pseudo_labels(dino_base, tiny_
         assert r["n_clusters"] == 6 and 0 <= r["EER"] <= 100 and 0 <= r["nmi_speaker"] <= 1
         assert r["gate_threshold"] is not None
         assert r["reliable"] + r["corrected"] + r["dropped"] == pytest.approx(1.0, abs=1e-6)
-    assert rows[1]["nmi_speaker"] >= rows[0]["nmi_speaker"] - 1e-9, rows
     assert json.load(open(os.path.join(out, "verification.json")))["EER"] == rows[1]["EER"]
     log = epoch_stats(os.path.join(out, "round1"))
     assert sorted(log) == [1, 2, 3] and "gate_threshold" not in log[1] and "gate_threshold" in log[2]
