@@ -52,13 +52,7 @@ class SimCLRBrain(SSLBrain):
 
     def ssps_step(self, indices, ref, z1, z2):
         """sample -> substitute view 2 -> write the originals (paper Fig. 1)."""
-        z2_pos = z2
-        if self.ssps_active():
-            slots, stats = self.ssps.sample(indices, ref)
-            z2_pos = self.ssps.substitute(z2, slots)
-            self.record(**stats)
-        self.after_finite_step(self.ssps.update, indices, ref, z2.detach()[None])
-        return z2_pos
+        return self.substitute_positive_view(indices, ref, z2)
 
     def compute_objectives(self, predictions, batch, stage):
         z1, z2, ref = predictions

@@ -133,6 +133,17 @@ class SSPSHooks:
         self.modules.train()
         logger.info("SSPS: filled Q-hat (%d rows) and Q' (%d rows)", self.ssps.ref_queue.size, self.ssps.pos_queue.size)
 
+    def substitute_positive_view(self, indices, ref, positive):
+        """The one-view ``ssps_step`` (SimCLR, VICReg, SwAV): sample ->
+        replace the sampled rows of ``positive`` (b, D) -> write the originals."""
+        replaced = positive
+        if self.ssps_active():
+            slots, stats = self.ssps.sample(indices, ref)
+            replaced = self.ssps.substitute(positive, slots)
+            self.record(**stats)
+        self.after_finite_step(self.ssps.update, indices, ref, positive.detach()[None])
+        return replaced
+
     def ssps_fill_embeddings(self, batch):
         """(V, b, D_emb) positive-branch embeddings of a batch, eval mode."""
         raise TypeError(f"{type(self).__name__} does not support SSPS")

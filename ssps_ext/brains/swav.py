@@ -47,13 +47,7 @@ class SwAVBrain(SSLBrain):
 
     def ssps_step(self, indices, ref, z1, z2):
         """sample -> substitute rows of z2 -> write the original z2."""
-        z2_pos = z2
-        if self.ssps_active():
-            slots, stats = self.ssps.sample(indices, ref)
-            z2_pos = self.ssps.substitute(z2, slots)
-            self.record(**stats)
-        self.after_finite_step(self.ssps.update, indices, ref, z2.detach()[None])
-        return z2_pos
+        return self.substitute_positive_view(indices, ref, z2)
 
     def ssps_layout(self):
         return self.hparams.swav_dim, 1
