@@ -56,15 +56,18 @@ class GateFit(NamedTuple):
     stds: np.ndarray
 
 
-def log_losses(losses, floor=1e-12):
+def log_losses(losses, floor=1e-300):
     """l_i = log(max(CE_i, floor)) for per-sample losses (N,) (tensor or array).
 
-    The floor keeps a loss that rounds to 0 in float32 finite.
+    The floor only keeps an exact 0 finite: the losses the gate models come
+    from ``objective.gate_ce`` in float64, which does not underflow to 0 for
+    a well-fitted sample (a float32 CE of 0 at a high floor formed a spike
+    that the GMM took for the low-loss population).
 
     Example
     -------
-    >>> log_losses(torch.tensor([1.0, 0.0])).tolist()
-    [0.0, -27.631021115928547]
+    >>> [round(v, 2) for v in log_losses(torch.tensor([1.0, 0.0], dtype=torch.float64)).tolist()]
+    [0.0, -690.78]
     """
     x = torch.as_tensor(losses, dtype=torch.float64)
     return torch.log(x.clamp_min(floor))

@@ -52,6 +52,35 @@ def per_sample_ce(loss, cosines, labels):
     return -F.log_softmax(logits, dim=1).gather(1, labels.long()[:, None]).squeeze(1)  # (b,)
 
 
+@torch.no_grad()
+def gate_ce(loss, cosines, labels):
+    """CE_i (b,) in float64 without underflow, for the gate: with z the
+    margin logits and L_i = logsumexp_{c != y_i} (z_ic - z_iy_i),
+
+        CE_i = log(1 + e^{L_i}) = softplus(L_i)
+
+    which stays positive down to L_i ~ -745, where ``per_sample_ce`` (float32
+    log_softmax) returns exactly 0 once L_i < ~ -17: with s = 30 a well-fitted
+    sample gets there, and a population of zeros (log-loss at the floor)
+    made the GMM put the gate on that spike (measured on the tiny corpus:
+    tau = log(1e-12), 0-11 % of the samples kept).
+
+    Example
+    -------
+    >>> from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
+    >>> loss = LogSoftmaxWrapper(AdditiveAngularMargin(margin=0.2, scale=30))
+    >>> cos, y = torch.tensor([[1.0, -0.9], [0.9, 0.1]]), torch.tensor([0, 0])
+    >>> per_sample_ce(loss, cos, y)[0].item() == 0, gate_ce(loss, cos, y)[0].item() > 0
+    (True, True)
+    """
+    cosines = cosines.reshape(cosines.shape[0], -1)  # (b, C)
+    onehot = F.one_hot(labels.long(), cosines.shape[1])  # (b, C)
+    logits = loss.loss_fn(cosines.float(), onehot.float()).double()  # (b, C)
+    target = logits.gather(1, labels.long()[:, None])  # (b, 1)
+    others = (logits - target).masked_fill(onehot.bool(), float("-inf"))  # (b, C), target column excluded
+    return F.softplus(torch.logsumexp(others, dim=1))  # (b,)
+
+
 def dlg_lc_objective(loss, cosines, labels, reliable, clean_cosines=None, temperature=0.1, confidence=0.5):
     """Batch loss of DLG (and LC when ``clean_cosines`` is given).
 
@@ -69,7 +98,7 @@ def dlg_lc_objective(loss, cosines, labels, reliable, clean_cosines=None, temper
     -------
     loss : 0-d tensor (connected to ``cosines`` even when every sample is
         excluded, so every rank runs the same backward).
-    ce : (b,) detached CE_i with respect to y_i (what the gate models next epoch).
+    ce : (b,) float64 CE_i with respect to y_i (``gate_ce``: what the gate models next epoch).
     counts : dict of 0-d long tensors ``reliable``, ``corrected``, ``changed``, ``dropped``.
 
     Example
@@ -98,4 +127,4 @@ def dlg_lc_objective(loss, cosines, labels, reliable, clean_cosines=None, temper
     kept = used != DROPPED  # (b,)
     # where (not a product): an excluded sample's gradient is exactly 0, even for an infinite CE
     total = torch.where(kept, kept_ce, torch.zeros_like(kept_ce)).sum() / denominator
-    return total, ce.detach(), counts
+    return total, gate_ce(loss, cosines.detach(), labels), counts

@@ -105,6 +105,22 @@ def cluster_pseudo_labels(embeddings, n_clusters, n_iter=10, seed=0, backend="au
     return dist.broadcast(labels.to(embeddings.device))
 
 
+def class_centroids(embeddings, labels, n_clusters):
+    """(K, D) L2-normalised mean of the normalised ``embeddings`` (N, D) of
+    each pseudo-class in ``labels`` (N,); a class without members gets a
+    zero row (``init_classifier`` then leaves its random weights).
+
+    Example
+    -------
+    >>> emb = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 1.0]])
+    >>> class_centroids(emb, torch.tensor([0, 1, 1]), 3).tolist()
+    [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
+    """
+    emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
+    sums = torch.zeros(n_clusters, emb.shape[1], device=emb.device).index_add_(0, labels.to(emb.device), emb)
+    return torch.nn.functional.normalize(sums, dim=1)  # (K, D); an empty class stays 0
+
+
 def label_nmi(labels, rows, column):
     """NMI between ``labels`` (N,) and the manifest column ``column`` of
     ``rows`` (N dicts, same order); None when the column is missing."""

@@ -21,8 +21,10 @@ from speechbrain.utils.epoch_loop import EpochCounter
 from ssps_ext.brains.pseudo_label import PseudoLabelBrain, PseudoLabelState
 from ssps_ext.hparams import load_hparams
 from ssps_ext.pseudo_labels.gate import OPEN_GATE
-from ssps_ext.pseudo_labels.objective import dlg_lc_objective, per_sample_ce
-from ssps_ext.pseudo_labels.rounds import check_cluster_count, cluster_pseudo_labels, label_nmi, round_clusters
+from ssps_ext.pseudo_labels.objective import dlg_lc_objective, gate_ce, per_sample_ce
+from ssps_ext.pseudo_labels.rounds import (
+    check_cluster_count, class_centroids, cluster_pseudo_labels, label_nmi, round_clusters,
+)
 
 HPARAMS = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "VoxCeleb", "SSPS", "hparams")
 AAM = LogSoftmaxWrapper(AdditiveAngularMargin(margin=0.2, scale=30))
@@ -64,6 +66,27 @@ def test_gated_samples_get_no_gradient_and_the_rest_average_over_the_reliable():
     assert float(loss) == 0.0 and float(cos.grad.abs().sum()) == 0.0
 
 
+def test_gate_ce_does_not_underflow_for_well_fitted_samples():
+    """float32 log_softmax gives CE = 0 for samples fitted with s = 30; the
+    gate's CE (float64 softplus of the log-sum of the other classes) keeps
+    them positive, distinct and by hand, and equals the float32 CE where
+    that one resolves it."""
+    cos = torch.tensor([[1.0, -0.9, -0.8], [0.95, -0.5, -0.9], [0.9, 0.1, 0.0], [0.2, 0.3, 0.1]])
+    labels = torch.zeros(4, dtype=torch.long)
+    naive, stable = per_sample_ce(AAM, cos, labels), gate_ce(AAM, cos, labels)
+    assert naive[:2].tolist() == [0.0, 0.0]  # underflow in float32
+    assert stable.dtype == torch.float64 and (stable > 0).all() and stable[0] < stable[1]
+
+    def by_hand(row):
+        c = [float(v) for v in row]
+        target = 30 * math.cos(math.acos(c[0]) + 0.2)  # AAM: s cos(theta + m) on the target
+        return math.log1p(sum(math.exp(30 * v - target) for v in c[1:]))
+
+    for i in range(4):
+        assert float(stable[i]) == pytest.approx(by_hand(cos[i]), rel=1e-5)
+    assert torch.allclose(stable[2:], naive[2:].double(), rtol=1e-4)
+
+
 def test_label_correction_trains_on_the_corrected_label_and_drops_the_unconfident():
     cos = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.1, 0.0], [0.1, 0.2, 0.9]], requires_grad=True)
     labels = torch.tensor([0, 2, 0])
@@ -75,7 +98,7 @@ def test_label_correction_trains_on_the_corrected_label_and_drops_the_unconfiden
     expected = (per_sample_ce(AAM, cos[:2].detach(), torch.tensor([0, 0])).sum()) / 3  # whole-batch mean
     assert float(loss) == pytest.approx(float(expected), rel=1e-6)
     assert float(cos.grad[2].abs().sum()) == 0.0 and float(cos.grad[1].abs().sum()) > 0
-    assert torch.allclose(ce, per_sample_ce(AAM, cos.detach(), labels))  # the gate models CE w.r.t. y_i
+    assert torch.allclose(ce, per_sample_ce(AAM, cos.detach(), labels).double())  # the gate models CE w.r.t. y_i
 
 
 # ---------------------------------------------------------------- Brain
@@ -89,7 +112,7 @@ def tiny_brain(lr=3e-3, checkpointer=None, **extra):
         augment=False, view_augment=None, ssps=None, cluster_aware=None, emb_dim=16, crops={"views": [1, 0.5]}, seed=0,
         classifier=functools.partial(Classifier, input_size=16), loss=AAM, epoch_counter=EpochCounter(3),
         lr_schedule=lambda epoch, position, steps: lr, gate_start_epoch=2, lc_start_epoch=3, gate_on="current",
-        lc_temperature=0.1, lc_confidence=0.5, init_encoder_key="encoder",
+        lc_temperature=0.1, lc_confidence=0.5, init_encoder_key="encoder", classifier_init="random",
     )
     hparams.update(extra)
     return PseudoLabelBrain(modules, functools.partial(torch.optim.Adam, lr=lr), hparams,
@@ -145,7 +168,7 @@ def test_brain_keeps_every_utterances_loss_by_index_then_gates_and_corrects(tmp_
         first = per_sample_ce(AAM, cos, labels[data[0].index])
     stats = run_epoch(brain, 1, data)
     assert torch.isfinite(brain.state.previous).all()
-    assert torch.allclose(brain.state.previous[data[0].index], first, rtol=1e-4)
+    assert torch.allclose(brain.state.previous[data[0].index], first.double(), rtol=1e-4)
     assert stats["reliable"] == 1.0 and "gate_threshold" not in stats
     stats = run_epoch(brain, 2, data)
     assert int(brain.state.gate_epoch) == 2 and "gate_threshold" in stats
@@ -170,7 +193,7 @@ def test_gate_fit_uses_the_previous_epochs_losses_and_falls_back_when_unfittable
     assert -2.0 < tau < 0.0 and int(brain.state.gate_epoch) == 2
     cos, labels = random_cosines(4, 4)
     reliable = brain.reliable(cos, labels, torch.arange(4))
-    assert torch.equal(reliable, torch.log(per_sample_ce(AAM, cos, labels)) <= tau)
+    assert torch.equal(reliable, torch.log(gate_ce(AAM, cos, labels)) <= tau)
     brain.hparams.gate_on = "previous"  # the previous epoch's loss decides instead
     assert brain.reliable(cos, labels, torch.tensor([0, 300, 7])).tolist() == [True, False, True]
     # all losses equal: no GMM; the previous threshold is kept and the fallback logged
@@ -194,6 +217,31 @@ def test_prepare_training_rejects_bad_labels():
         tiny_brain().prepare_training(manifest(8), torch.arange(8), 4)
     with pytest.raises(ValueError, match="gate_on"):
         tiny_brain(gate_on="both").prepare_training(manifest(8), torch.zeros(8, dtype=torch.long), 4)
+
+
+def test_classifier_starts_at_the_class_centroids():
+    """classifier_init: centroids: the new class weights are the normalised
+    class means of the clustered embeddings; a class without members keeps
+    its random row; without centroids, or with an unknown mode, an error."""
+    g = torch.Generator().manual_seed(1)
+    emb = torch.randn(8, 16, generator=g)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])  # class 3 is empty
+    centroids = class_centroids(emb, labels, 4)
+    unit = torch.nn.functional.normalize(emb, dim=1)
+    assert torch.allclose(centroids[0], torch.nn.functional.normalize(unit[[0, 3, 6]].sum(0), dim=0), atol=1e-6)
+    assert float(centroids[3].abs().sum()) == 0.0
+    random_rows = tiny_brain(classifier_init="random")
+    random_rows.prepare_training(manifest(8), labels, 4, centroids)
+    brain = tiny_brain(classifier_init="centroids")
+    brain.prepare_training(manifest(8), labels, 4, centroids)
+    weight = brain.modules.classifier.weight.detach()
+    assert torch.equal(weight[:3], centroids[:3])
+    assert torch.equal(weight[3], random_rows.modules.classifier.weight.detach()[3])  # same seed, untouched row
+    assert not torch.equal(random_rows.modules.classifier.weight.detach()[:3], centroids[:3])
+    with pytest.raises(ValueError, match="needs the class centroids"):
+        tiny_brain(classifier_init="centroids").prepare_training(manifest(8), labels, 4)
+    with pytest.raises(ValueError, match="classifier_init"):
+        tiny_brain(classifier_init="kmeans").prepare_training(manifest(8), labels, 4, centroids)
 
 
 def test_warm_start_reads_only_the_named_encoder(tmp_path):
@@ -239,7 +287,7 @@ def ddp_worker(rank, folder):
 def test_two_ranks_gather_the_losses_and_share_one_threshold(tmp_path):
     mp.spawn(ddp_worker, args=(str(tmp_path),), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
-    assert torch.allclose(r0["previous"], r0["logs"].exp()) and torch.equal(r0["previous"], r1["previous"])
+    assert torch.allclose(r0["previous"], r0["logs"].exp().double()) and torch.equal(r0["previous"], r1["previous"])
     assert float(r0["tau"]) == float(r1["tau"]) and -2.0 < float(r0["tau"]) < 0.0
 
 

@@ -127,8 +127,8 @@ def test_unfittable_losses_raise_or_keep_the_previous_threshold(values, problem,
 
 
 def test_log_losses_and_reliable_mask():
-    losses = torch.tensor([0.5, 1.0, math.e, 0.0, 10.0])
-    np.testing.assert_allclose(log_losses(losses).numpy(), [math.log(0.5), 0.0, 1.0, math.log(1e-12), math.log(10)])
+    losses = torch.tensor([0.5, 1.0, math.e, 0.0, 10.0], dtype=torch.float64)
+    np.testing.assert_allclose(log_losses(losses).numpy(), [math.log(0.5), 0.0, 1.0, math.log(1e-300), math.log(10)])
     assert reliable_mask(losses, 0.0).tolist() == [True, True, False, True, False]
     assert reliable_mask(losses, 1.0).tolist() == [True, True, True, True, False]  # log(e) = 1 <= 1
     assert reliable_mask(losses, OPEN_GATE).all()

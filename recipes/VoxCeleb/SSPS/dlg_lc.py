@@ -51,8 +51,8 @@ from train import prepare_data  # noqa: E402
 from ssps_ext.data import train_dataset, utterance_dataset  # noqa: E402
 from ssps_ext.hparams import load_hparams  # noqa: E402
 from ssps_ext.pseudo_labels.rounds import (  # noqa: E402
-    check_cluster_count, cluster_pseudo_labels, cluster_sizes, embed_utterances, label_nmi, ordered_ids,
-    round_clusters,
+    check_cluster_count, class_centroids, cluster_pseudo_labels, cluster_sizes, embed_utterances, label_nmi,
+    ordered_ids, round_clusters,
 )
 from ssps_ext.verification import trial_lists  # noqa: E402
 
@@ -77,23 +77,25 @@ def final_overrides(hparams):
 
 
 def pseudo_labels(brain, hparams, train_data, k, run_folder):
-    """Labels (N,) of this round: read from ``pseudo_labels.pt`` when an
-    interrupted round resumes, else embed -> k-means (then saved)."""
+    """Labels (N,) and class centroids (K, D) of this round: read from
+    ``pseudo_labels.pt`` when an interrupted round resumes, else embed ->
+    k-means (then saved)."""
     path = os.path.join(run_folder, "pseudo_labels.pt")
     if os.path.isfile(path):
         saved = torch.load(path, weights_only=True)
-        if saved["n_clusters"] == k and saved["labels"].shape[0] == len(train_data):
-            return saved["labels"]
+        if saved["n_clusters"] == k and saved["labels"].shape[0] == len(train_data) and "centroids" in saved:
+            return saved["labels"], saved["centroids"]
     brain.warm_start(hparams["init_from"])  # the round's starting encoder, before fit
     utterances = utterance_dataset([os.path.join(hparams["manifest_folder"], "train.csv")], hparams["sample_rate"])
     ids = ordered_ids(train_data)
     emb = embed_utterances(brain, utterances, ids, hparams["eval_batch_size"], not brain.noprogressbar)
     labels = cluster_pseudo_labels(emb.to(brain.device), k, hparams["kmeans_iterations"], hparams["seed"],
                                    hparams["kmeans_backend"], hparams["ahc_from"]).cpu()
+    centroids = class_centroids(emb.cpu(), labels, k)  # (K, D); labels are rank 0's on every rank
     if if_main_process():
         os.makedirs(run_folder, exist_ok=True)
-        torch.save({"labels": labels, "n_clusters": k}, path)
-    return labels
+        torch.save({"labels": labels, "n_clusters": k, "centroids": centroids}, path)
+    return labels, centroids
 
 
 def run_round(r, hparams_file, overrides, run_opts, init_from, init_encoder_key, lists, extra=None):
@@ -110,8 +112,8 @@ def run_round(r, hparams_file, overrides, run_opts, init_from, init_encoder_key,
     check_cluster_count(len(train_data), k)
     brain = hparams["brain_class"](modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
                                    run_opts=run_opts, checkpointer=hparams["checkpointer"])
-    labels = pseudo_labels(brain, hparams, train_data, k, folder)
-    brain.prepare_training(train_data, labels, k)
+    labels, centroids = pseudo_labels(brain, hparams, train_data, k, folder)
+    brain.prepare_training(train_data, labels, k, centroids)
     brain.fit(hparams["epoch_counter"], train_data, train_loader_kwargs=hparams["dataloader_options"])
 
     utterances = utterance_dataset([os.path.join(manifests, f) for f in ("enrol.csv", "test.csv")],
