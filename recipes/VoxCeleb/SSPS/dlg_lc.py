@@ -48,6 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from seed_summary import read_log  # noqa: E402
 from train import prepare_data  # noqa: E402
 
+from ssps_ext.allocator import keep_freed_buffers  # noqa: E402
 from ssps_ext.data import train_dataset, utterance_dataset  # noqa: E402
 from ssps_ext.hparams import load_hparams  # noqa: E402
 from ssps_ext.pseudo_labels.rounds import (  # noqa: E402
@@ -153,6 +154,7 @@ def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     hparams, merged_yaml = load_hparams(hparams_file, overrides)
+    keep_freed_buffers(hparams["malloc_keep_bytes"])  # before the first training allocations
     if not hparams["init_from"]:
         raise ValueError("dlg_lc: init_from must name the save folder of a self-supervised run (e.g. DINO)")
     lists = trial_lists(hparams["verification_lists"])

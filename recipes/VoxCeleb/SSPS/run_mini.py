@@ -23,11 +23,10 @@ arguments are passed to every selected system as hyperparameter overrides.
 A system that resumes another one (``simclr_ssps`` from ``simclr``) brings
 it along. Re-running resumes from the checkpoints.
 
-The training processes run with glibc's malloc trim and mmap thresholds
-raised (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``) unless they
-are set already: with the defaults the allocator hands large activation
-buffers back to the system after every step and faults them in again, which
-made a CPU training step up to 1.9x slower here.
+The training processes keep freed activation buffers instead of handing
+them back to the system after every step (``malloc_keep_bytes`` of
+common.yaml, ``ssps_ext/allocator.py``): with glibc's defaults that made a
+CPU training step up to 1.9x slower here.
 """
 
 import argparse
@@ -80,7 +79,6 @@ SYSTEMS = {
 }
 SCRIPTS = {"dlg_lc": "dlg_lc.py"}  # system -> its script (default train.py)
 DEFAULT_SYSTEMS = "simclr,simclr_ssps,simclr_cont"
-MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": "4294967296", "MALLOC_MMAP_THRESHOLD_": "4294967296"}
 
 
 def mini_overrides(system, preset=None):
@@ -205,8 +203,7 @@ def run_system(name, data, noise, rir, args, passthrough):
         cmd.append("--noprogressbar")
     print(f"[run_mini] {name}: {' '.join(cmd)}", flush=True)
     start = time.time()
-    env = {**MALLOC_ENV, **os.environ}
-    subprocess.run(cmd, check=True, cwd=args.out, env=env)
+    subprocess.run(cmd, check=True, cwd=args.out)
     with open(os.path.join(folder, "verification.json")) as f:
         result = json.load(f)
     result["minutes"] = (time.time() - start) / 60

@@ -35,6 +35,7 @@ from speechbrain.utils.distributed import run_on_main
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from voxceleb_prepare import prepare_voxceleb  # noqa: E402
 
+from ssps_ext.allocator import keep_freed_buffers  # noqa: E402
 from ssps_ext.audio_scan import write_augmentation_csv  # noqa: E402
 from ssps_ext.data import train_dataset, utterance_dataset  # noqa: E402
 from ssps_ext.export import export_inference  # noqa: E402
@@ -83,6 +84,7 @@ def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     hparams, merged_yaml = load_hparams(hparams_file, overrides)
+    keep_freed_buffers(hparams["malloc_keep_bytes"])  # before the first training allocations
     manifests = hparams["manifest_folder"]
     lists = trial_lists(hparams["verification_lists"])
 
