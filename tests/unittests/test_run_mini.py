@@ -11,6 +11,8 @@ import run_mini
 def test_selection_brings_the_resumed_system_first():
     assert run_mini.selection(["simclr_ssps"]) == ["simclr", "simclr_ssps"]
     assert run_mini.selection(["dino_ssps", "simclr"]) == ["dino", "dino_ssps", "simclr"]
+    # a chain: DLG-LC from SimCLR-SSPS brings SimCLR-SSPS and SimCLR, once each
+    assert run_mini.selection(["dlg_lc_simclr_ssps", "simclr"]) == ["simclr", "simclr_ssps", "dlg_lc_simclr_ssps"]
     with pytest.raises(SystemExit, match="unknown system"):
         run_mini.selection(["nope"])
 

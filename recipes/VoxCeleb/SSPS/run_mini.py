@@ -76,8 +76,10 @@ SYSTEMS = {
     "supervised": ("supervised.yaml", None, ["supervised"]),
     # DLG-LC pseudo-label rounds from the DINO run (CA-DINO stage II), run by dlg_lc.py
     "dlg_lc": ("dlg_lc.yaml", "dino", ["dlg_lc"]),
+    # the same rounds from the SimCLR-SSPS run (its encoder, 40 mels): a stage I whose clusters follow the speakers
+    "dlg_lc_simclr_ssps": ("dlg_lc.yaml", "simclr_ssps", ["dlg_lc", "dlg_lc_simclr"]),
 }
-SCRIPTS = {"dlg_lc": "dlg_lc.py"}  # system -> its script (default train.py)
+SCRIPTS = {"dlg_lc": "dlg_lc.py", "dlg_lc_simclr_ssps": "dlg_lc.py"}  # system -> its script (default train.py)
 DEFAULT_SYSTEMS = "simclr,simclr_ssps,simclr_cont"
 
 
@@ -134,11 +136,10 @@ def selection(names):
     for name in names:
         if name not in SYSTEMS:
             raise SystemExit(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
-        parent = SYSTEMS[name][1]
-        if parent and parent not in ordered:
-            ordered.append(parent)
-        if name not in ordered:
-            ordered.append(name)
+        chain = [name]  # the system, its parent, the parent's parent...
+        while SYSTEMS[chain[-1]][1]:
+            chain.append(SYSTEMS[chain[-1]][1])
+        ordered += [s for s in reversed(chain) if s not in ordered]
     return ordered
 
 
