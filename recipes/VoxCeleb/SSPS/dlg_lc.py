@@ -34,6 +34,7 @@ checkpoints with the same pseudo-labels.
 
 import csv
 import json
+import logging
 import os
 import shutil
 import sys
@@ -154,7 +155,7 @@ def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     hparams, merged_yaml = load_hparams(hparams_file, overrides)
-    keep_freed_buffers(hparams["malloc_keep_bytes"])  # before the first training allocations
+    malloc = keep_freed_buffers(hparams["malloc_keep_bytes"])  # before the first training allocations
     if not hparams["init_from"]:
         raise ValueError("dlg_lc: init_from must name the save folder of a self-supervised run (e.g. DINO)")
     lists = trial_lists(hparams["verification_lists"])
@@ -164,6 +165,7 @@ def main(argv):
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
                                    hyperparams_to_save=tmp.name, overrides=overrides)
     os.unlink(tmp.name)
+    logging.getLogger(__name__).info("glibc malloc thresholds (malloc_keep_bytes): %s", malloc)
 
     rows, init_from, key = [], hparams["init_from"], hparams["init_encoder_key"]
     for r in range(1, int(hparams["n_rounds"]) + 1):

@@ -24,6 +24,7 @@ evaluated and exported again; no checkpoint is written. Without
 hparams in ``output_folder``.
 """
 
+import logging
 import os
 import sys
 import tempfile
@@ -84,7 +85,7 @@ def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     hparams, merged_yaml = load_hparams(hparams_file, overrides)
-    keep_freed_buffers(hparams["malloc_keep_bytes"])  # before the first training allocations
+    malloc = keep_freed_buffers(hparams["malloc_keep_bytes"])  # before the first training allocations
     manifests = hparams["manifest_folder"]
     lists = trial_lists(hparams["verification_lists"])
 
@@ -99,6 +100,7 @@ def main(argv):
         overrides=overrides,
     )
     os.unlink(tmp.name)
+    logging.getLogger(__name__).info("glibc malloc thresholds (malloc_keep_bytes): %s", malloc)
 
     train_data = train_dataset(os.path.join(manifests, "train.csv"), hparams["crops"], hparams["sample_rate"])
     brain = hparams["brain_class"](
