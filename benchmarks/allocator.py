@@ -22,6 +22,8 @@ import sys
 
 import torch
 
+from ssps_ext.allocator import USER_SETTINGS
+
 CHILD = """
 import json, sys, time
 import torch
@@ -49,7 +51,7 @@ print(json.dumps({"outcome": outcome, "step_s": sum(times[2:]) / steps}))
 
 
 def run_case(keep, rows, passes, args):
-    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
     cmd = [sys.executable, "-c", CHILD, str(keep), str(rows), str(passes), str(args.steps), str(args.channels),
            str(args.emb_dim)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)

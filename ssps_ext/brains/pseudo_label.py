@@ -97,9 +97,9 @@ class PseudoLabelBrain(SupervisedBrain):
         ``centroids`` (K, D), the normalised class means of the clustered
         embeddings (``rounds.class_centroids``): the new classifier then
         agrees with the encoder from the first step instead of sending it
-        the gradients of random class directions (measured on the tiny
-        corpus from a supervised start: pseudo-label NMI 0.87 fell to 0.56
-        in one round with random weights). ``random``: SpeechBrain's init."""
+        the gradients of random class directions (measured on a 72-utterance
+        corpus from a supervised start: pseudo-label NMI 0.957 -> 0.930 in one
+        round, 0.957 -> 0.692 with random weights). ``random``: SpeechBrain's init."""
         super(SupervisedBrain, self).prepare_training(train_set)  # SSLBrain's checks; no speaker labels
         if self.hparams.gate_on not in GATE_ON:
             raise ValueError(f"gate_on must be one of {GATE_ON}, got {self.hparams.gate_on!r}")
@@ -188,10 +188,11 @@ class PseudoLabelBrain(SupervisedBrain):
         cosines, clean = predictions
         index = batch.index.to(self.device)  # (b,) utterance indices
         labels = self.state.labels[index]  # (b,)
-        reliable = self.reliable(cosines, labels, index)
+        ce = gate_ce(self.hparams.loss, cosines.detach(), labels)  # (b,) float64, once per step
+        reliable = self.reliable(cosines, labels, index, ce)
         loss, ce, counts = dlg_lc_objective(
             self.hparams.loss, cosines, labels, reliable, clean,
-            self.hparams.lc_temperature, self.hparams.lc_confidence,
+            self.hparams.lc_temperature, self.hparams.lc_confidence, gate_losses=ce,
         )
         self.after_finite_step(self.state.store, index, ce)
         b = float(index.shape[0])
@@ -199,10 +200,11 @@ class PseudoLabelBrain(SupervisedBrain):
         self.record(loss=loss, accuracy=accuracy, **{k: counts[k] / b for k in ("reliable", "corrected", "dropped")})
         return loss
 
-    def reliable(self, cosines, labels, index):
+    def reliable(self, cosines, labels, index, losses=None):
         """(b,) bool: log-loss <= tau (all True before E_g); the loss of this
-        step (``gate_on: current``) or of the previous epoch (``previous``,
-        a sample not seen then counts as reliable)."""
+        step (``gate_on: current``; ``losses``: its ``gate_ce`` when already
+        computed) or of the previous epoch (``previous``, a sample not seen
+        then counts as reliable)."""
         if not self.gating():
             return torch.ones_like(index, dtype=torch.bool)
         tau = self.state.threshold
@@ -210,7 +212,9 @@ class PseudoLabelBrain(SupervisedBrain):
             loss = self.state.previous[index]
             return ~(log_losses(loss) > tau)  # NaN (not seen) compares False: reliable
         with torch.no_grad():
-            return log_losses(gate_ce(self.hparams.loss, cosines.detach(), labels)) <= tau
+            if losses is None:
+                losses = gate_ce(self.hparams.loss, cosines.detach(), labels)
+            return log_losses(losses) <= tau
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:

@@ -81,7 +81,8 @@ def gate_ce(loss, cosines, labels):
     return F.softplus(torch.logsumexp(others, dim=1))  # (b,)
 
 
-def dlg_lc_objective(loss, cosines, labels, reliable, clean_cosines=None, temperature=0.1, confidence=0.5):
+def dlg_lc_objective(loss, cosines, labels, reliable, clean_cosines=None, temperature=0.1, confidence=0.5,
+                     gate_losses=None):
     """Batch loss of DLG (and LC when ``clean_cosines`` is given).
 
     Arguments
@@ -93,6 +94,8 @@ def dlg_lc_objective(loss, cosines, labels, reliable, clean_cosines=None, temper
     clean_cosines : (b, C) cosines of the clean crops (no gradient), or None
         for gate-only epochs.
     temperature, confidence : LC sharpening temperature T and threshold.
+    gate_losses : (b,) ``gate_ce`` of this batch when the caller has it
+        already (the gate on this step's loss needs it first), else computed.
 
     Returns
     -------
@@ -127,4 +130,6 @@ def dlg_lc_objective(loss, cosines, labels, reliable, clean_cosines=None, temper
     kept = used != DROPPED  # (b,)
     # where (not a product): an excluded sample's gradient is exactly 0, even for an infinite CE
     total = torch.where(kept, kept_ce, torch.zeros_like(kept_ce)).sum() / denominator
-    return total, gate_ce(loss, cosines.detach(), labels), counts
+    if gate_losses is None:
+        gate_losses = gate_ce(loss, cosines.detach(), labels)
+    return total, gate_losses, counts
