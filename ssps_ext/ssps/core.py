@@ -23,7 +23,8 @@ from .. import distributed as dist
 from .diagnostics import kmeans_nmi, sampling_stats
 from .kmeans import BACKENDS, spherical_kmeans
 from .queue import RingQueue
-from .sampling import QueueClusters, choose_clusters, draw_slots, nearby_clusters, nearest_neighbour_slots
+from .queue_index import QueueIndex
+from .sampling import choose_clusters, draw_slots, nearby_clusters, nearest_neighbour_slots
 
 logger = logging.getLogger(__name__)
 SAMPLINGS = ("kmeans-repr", "kmeans-centroid", "nn", "supervised")
@@ -101,6 +102,7 @@ class SSPS(torch.nn.Module):
         self.same_recording, self.seed = same_recording, seed
         self.generator = torch.Generator().manual_seed(seed + dist.rank())
         self.ready = False
+        self._index = None
 
     # ------------------------------------------------------------ set-up
     def setup(self, n_utterances, global_batch, repr_dim, emb_dim, n_views=1, speakers=None, recordings=None):
@@ -216,7 +218,7 @@ class SSPS(torch.nn.Module):
             if self.sampling == "kmeans-centroid":
                 return chosen, {"ssps_coverage": (chosen >= 0).float().mean()}
             exclude = self.recordings if self.same_recording != "allow" else None
-            queue = QueueClusters(self.pos_queue.indices, self.pos_queue.recency(), self.assignments, exclude)
+            queue = self.queue_index()
             anchor_rec = None if exclude is None else exclude[indices]
             slots, pool = draw_slots(chosen, queue, self.generator, anchor_rec)
             if self.same_recording == "prefer_other":  # no other recording in the cluster: any slot of it
@@ -234,11 +236,12 @@ class SSPS(torch.nn.Module):
         slots : (b,) from ``sample`` (cluster ids for "kmeans-centroid").
         view : which stored view of the Q' row to use.
         """
-        if self.sampling == "kmeans-centroid":
-            stored = self.centroids[slots.clamp(min=0)]
-        else:
-            stored = self.pos_queue.embeddings[view][slots.clamp(min=0)]
-        return torch.where((slots >= 0)[:, None], stored.to(embeddings.dtype), embeddings)
+        table = self.centroids if self.sampling == "kmeans-centroid" else self.pos_queue.embeddings[view]
+        stored = table.index_select(0, slots.clamp(min=0)).to(embeddings.dtype)
+        # lerp with weights 0 / 1 returns the rows of ``embeddings`` / ``stored``
+        # exactly (torch computes end - (end - start) * (1 - w) for w >= 0.5)
+        # and is about 3x faster than torch.where on this CPU
+        return torch.lerp(embeddings, stored, (slots >= 0)[:, None].to(embeddings.dtype))
 
     @torch.no_grad()
     def update(self, indices, ref, embeddings):
@@ -251,8 +254,22 @@ class SSPS(torch.nn.Module):
         """
         indices = dist.gather(indices)
         self.ref_queue.write(indices, dist.gather(ref)[None])
-        gathered = torch.stack([dist.gather(e) for e in embeddings.detach()])  # (V, B, D)
-        self.pos_queue.write(indices, gathered)
+        gathered = embeddings.detach()  # (V, b, D)
+        if dist.is_distributed():
+            gathered = torch.stack([dist.gather(e) for e in gathered])  # (V, B, D)
+        if self._index is not None and self._index.current(self.pos_queue, self.assignments):
+            self._index.write(self.pos_queue, indices, gathered)
+        else:
+            self.pos_queue.write(indices, gathered)
+
+    def queue_index(self):
+        """The (cluster, recording) index of Q' (``QueueIndex``), rebuilt
+        only when k-means, a checkpoint load or a write outside ``update``
+        changed what it describes; ``update`` keeps it current otherwise."""
+        if self._index is None or not self._index.current(self.pos_queue, self.assignments):
+            exclude = self.recordings if self.same_recording != "allow" else None
+            self._index = QueueIndex(self.pos_queue, self.assignments, exclude)
+        return self._index
 
     # ------------------------------------------------------------ checkpoint
     def gather_generator_states(self):

@@ -54,9 +54,15 @@ class RingQueue(torch.nn.Module):
         """True once every slot has been written at least once."""
         return bool(self.n_written >= self.size)
 
+    def write_slots(self, n):
+        """(min(n, size),) slots the next ``write`` of n rows fills, oldest
+        row first (with n > size only the newest ``size`` rows are kept)."""
+        start = self.ptr + max(n - self.size, 0)
+        return (start + torch.arange(min(n, self.size), device=self.ptr.device)) % self.size
+
     @torch.no_grad()
     def write(self, indices, embeddings):
-        """Appends rows.
+        """Appends rows; returns the slots written (``write_slots``).
 
         Arguments
         ---------
@@ -64,15 +70,13 @@ class RingQueue(torch.nn.Module):
         embeddings : (views, n, dim) embeddings (detached copies are stored).
         """
         n = indices.shape[0]
-        if n > self.size:  # only the newest rows fit
-            indices, embeddings = indices[-self.size :], embeddings[:, -self.size :]
-            self.ptr += n - self.size
-            n = self.size
-        pos = (self.ptr + torch.arange(n, device=self.ptr.device)) % self.size
-        self.indices[pos] = indices.to(self.indices.device)
-        self.embeddings[:, pos] = embeddings.to(self.embeddings)
+        pos = self.write_slots(n)
+        indices, embeddings = indices[n - pos.shape[0] :], embeddings[:, n - pos.shape[0] :]
+        self.indices.index_copy_(0, pos, indices.to(self.indices.device))
+        self.embeddings.index_copy_(1, pos, embeddings.to(self.embeddings))
         self.ptr.copy_((self.ptr + n) % self.size)
         self.n_written += n
+        return pos
 
     def recency(self):
         """(size,) age rank of each slot: 0 = oldest ... size-1 = newest."""

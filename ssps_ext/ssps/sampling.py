@@ -59,12 +59,42 @@ def choose_clusters(anchor_clusters, table, prob="uniform", exp_lambda=0.7, gene
     return torch.where(anchor_clusters >= 0, chosen, torch.full_like(chosen, -1))
 
 
+def newest_slots(slot_utts, recency):
+    """(P,) True at the newest written slot of each utterance in Q'.
+
+    Sorts by (utterance + 1, recency) and keeps the last of each run; empty
+    slots (-1) form their own run (key 0) instead of sharing utterance 0's.
+    The keys are unique, so the result does not depend on the sort.
+    """
+    P = slot_utts.shape[0]
+    order = torch.argsort((slot_utts + 1) * P + recency)
+    utts_sorted = slot_utts[order]
+    last = torch.ones(P, dtype=torch.bool, device=slot_utts.device)
+    last[:-1] = utts_sorted[:-1] != utts_sorted[1:]
+    newest = torch.zeros(P, dtype=torch.bool, device=slot_utts.device)
+    newest[order] = last
+    return newest & (slot_utts >= 0)
+
+
+def slot_keys(utts, assignments, recordings, n_rec):
+    """(n,) key = cluster * n_rec + recording of utterances (-1: no cluster)."""
+    cluster = assignments[utts.clamp(min=0)]
+    rec = torch.zeros_like(utts) if recordings is None else recordings[utts.clamp(min=0)]
+    return torch.where((utts >= 0) & (cluster >= 0), cluster * n_rec + rec, -1)
+
+
 class QueueClusters:
     """Q' slots grouped by (cluster, recording) for vectorised draws.
 
     Only the newest slot of each utterance counts (the reference looks up the
     last position of the drawn utterance), and slots whose utterance is
-    unwritten (-1) or has no cluster are ignored.
+    unwritten (-1) or has no cluster are ignored. Each kept slot is stored as
+    one int64 ``packed = key << shift | slot`` (key = cluster * n_rec +
+    recording, 2^shift >= |Q'|), sorted: the values are unique, so the order
+    is (key, slot) whatever the sorting algorithm (torch's default CPU sort
+    orders tied keys differently below and above 32,768 elements). This is
+    the direct computation; ``QueueIndex`` keeps the same array up to date
+    write by write.
 
     Arguments
     ---------
@@ -75,32 +105,29 @@ class QueueClusters:
     """
 
     def __init__(self, slot_utts, recency, assignments, recordings=None):
-        P = slot_utts.shape[0]
-        device = slot_utts.device
-        valid = slot_utts >= 0
-        # newest slot per utterance: sort by (utterance + 1, recency), keep the
-        # last of each run; empty slots (-1) form their own run (key 0) instead
-        # of sharing utterance 0's
-        order = torch.argsort((slot_utts + 1) * P + recency)
-        utts_sorted = slot_utts[order]
-        last = torch.ones(P, dtype=torch.bool, device=device)
-        last[:-1] = utts_sorted[:-1] != utts_sorted[1:]
-        newest = torch.zeros(P, dtype=torch.bool, device=device)
-        newest[order] = last
-        cluster = torch.where(valid, assignments[slot_utts.clamp(min=0)], -1)
-        keep = valid & newest & (cluster >= 0)
         self.n_rec = 1 if recordings is None else int(recordings.max()) + 1
-        rec = torch.zeros_like(slot_utts) if recordings is None else recordings[slot_utts.clamp(min=0)]
-        key = cluster * self.n_rec + rec
-        slots = torch.arange(P, device=device)[keep]
-        key = key[keep]
-        order = torch.argsort(key)
-        self.keys, self.slots = key[order], slots[order]
+        self.shift = max(int(slot_utts.shape[0] - 1).bit_length(), 1)
+        key = slot_keys(slot_utts, assignments, recordings, self.n_rec)
+        keep = newest_slots(slot_utts, recency) & (key >= 0)
+        slots = torch.arange(slot_utts.shape[0], device=slot_utts.device)
+        self.packed = ((key << self.shift) | slots)[keep].sort().values  # (L,)
+
+    @property
+    def keys(self):
+        return self.packed >> self.shift
+
+    @property
+    def slots(self):
+        return self.packed & ((1 << self.shift) - 1)
+
+    def slot_at(self, pos):
+        """Q' slots at positions ``pos`` of the sorted order."""
+        return self.packed[pos] & ((1 << self.shift) - 1)
 
     def _count(self, lo, hi):
         """Start and size of the sorted run of keys in [lo, hi)."""
-        start = torch.searchsorted(self.keys, lo)
-        return start, torch.searchsorted(self.keys, hi) - start
+        start = torch.searchsorted(self.packed, lo << self.shift)
+        return start, torch.searchsorted(self.packed, hi << self.shift) - start
 
 
 def draw_slots(chosen, queue, generator=None, anchor_recordings=None):
@@ -127,10 +154,10 @@ def draw_slots(chosen, queue, generator=None, anchor_recordings=None):
     u = torch.rand(chosen.shape[0], generator=generator, device="cpu").to(chosen.device)
     offset = (u * pool).long().clamp(max=(pool - 1).clamp(min=0))
     offset = offset + (offset >= own_start - start) * own  # jump over own recording
-    pos = (start + offset).clamp(max=max(queue.slots.shape[0] - 1, 0))
-    if queue.slots.shape[0] == 0:
+    pos = (start + offset).clamp(max=max(queue.packed.shape[0] - 1, 0))
+    if queue.packed.shape[0] == 0:
         return torch.full_like(chosen, -1), pool
-    return torch.where(pool > 0, queue.slots[pos], -1), pool
+    return torch.where(pool > 0, queue.slot_at(pos), -1), pool
 
 
 def nearest_neighbour_slots(anchor_ref, anchor_utts, ref_queue_emb, ref_queue_utts, k=1, generator=None):

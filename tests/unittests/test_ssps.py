@@ -68,7 +68,7 @@ def test_same_cluster_step_finds_same_speaker_other_utterances():
     same_speaker = (speakers[partners] == speakers[anchors[got]]).float().mean()
     assert step["ssps_speaker_acc"] == pytest.approx(float(same_speaker)) and same_speaker > 0.7
     slots, got = torch.cat([slots, torch.tensor([-1])]), torch.cat([got, torch.tensor([False])])  # + a fallback row
-    z = torch.zeros(len(slots), D, requires_grad=True)
+    z = (1e3 * torch.randn(len(slots), D, generator=torch.Generator().manual_seed(0))).requires_grad_()
     out = ssps.substitute(z, slots)
     assert torch.equal(out[got], ssps.pos_queue.embeddings[0][slots[got]])
     assert torch.equal(out[~got], z[~got].detach())
