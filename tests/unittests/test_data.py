@@ -5,6 +5,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from speechbrain.dataio import audio_io
+
 from ssps_ext.data import crop_pipeline, load_utterance, random_crops, wrap_pad
 
 
@@ -31,6 +33,28 @@ def test_crop_pipeline_groups(tmp_path):
     views, ref = func(path)
     assert provides == ["views", "ref"]
     assert views.shape == (2, 8000) and ref.shape == (1, 32000)
+
+
+def test_long_utterances_read_only_the_cropped_samples(tmp_path, monkeypatch):
+    """Crops of a 60-s segment are read one by one and equal the crops of the
+    whole segment for the same generator state; a short one is read once."""
+    path = str(tmp_path / "long.wav")
+    sf.write(path, np.random.default_rng(1).integers(-3000, 3000, 16000 * 70).astype(np.int16), 16000)
+    func, _ = crop_pipeline({"views": (2, 2.0), "ref": (1, 4.0)})
+    reads = []
+    load = audio_io.load
+    monkeypatch.setattr(audio_io, "load", lambda *a, **k: reads.append(k["num_frames"]) or load(*a, **k))
+    torch.manual_seed(3)
+    views, ref = func(path, 16000, 16000 * 61)
+    assert reads == [32000, 32000, 64000]
+    whole = load_utterance(path, 16000, 16000, 16000 * 60)
+    torch.manual_seed(3)
+    assert torch.equal(views, random_crops(whole, 32000, 2)) and torch.equal(ref, random_crops(whole, 64000, 1))
+    reads.clear()
+    func(path, 0, 16000 * 6)  # 8 s of crops from a 6-s utterance: one read
+    assert reads == [16000 * 6]
+    with pytest.raises(ValueError, match="shorter than the manifest's stop"):
+        func(path, 16000 * 69, 16000 * 100)
 
 
 @pytest.mark.parametrize(
