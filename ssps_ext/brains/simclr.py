@@ -36,12 +36,15 @@ class SimCLRBrain(SSLBrain):
             z1, z2 = z[:b], z[b:]  # (b, D_emb) each
         else:  # per-view BatchNorm statistics (reference code)
             z1, z2 = self.embed(x1), self.embed(x2)  # (b, D_emb) each
-        return z1, z2, self.reference_representations(batch)
+        return z1, z2, self.reference_representations(batch, view=z1)
 
     def embed(self, x):
         """(N, T) augmented crops -> Z (N, D_emb): y, or g(y) with a projector."""
         y = self.encode(x)  # (N, D_repr)
         return y if self.hparams.projector is None else self.modules.projector(y)
+
+    def reference_view_supported(self):
+        return self.hparams.projector is None  # z1 = y1, the representation Q-hat holds
 
     def ssps_layout(self):
         emb = self.hparams.emb_dim if self.hparams.projector is None else self.hparams.projector_dim

@@ -18,6 +18,7 @@ from .. import distributed as dist
 from ..ssps.kmeans import resolve_backend
 
 logger = logging.getLogger(__name__)
+REFERENCES = ("crop", "view")
 
 
 def unwrap(module):
@@ -67,6 +68,7 @@ class SSPSHooks:
                 f"ssps_start_epoch = {self.ssps.start_epoch} is after the last epoch "
                 f"(number_of_epochs = {self.hparams.number_of_epochs}): SSPS would never sample"
             )
+        self.check_reference()
         resolve_backend(self.ssps.kmeans_backend, self.device)  # an unavailable backend fails now, not after the fill
         rows = sorted(train_set.data.values(), key=lambda r: int(r["utt_index"]))
         if [int(r["utt_index"]) for r in rows] != list(range(len(rows))):
@@ -109,12 +111,35 @@ class SSPSHooks:
         encoder.train(mode)
         return torch.nn.functional.normalize(y, dim=-1)
 
-    def reference_representations(self, batch):
-        """y-hat of the batch's reference crops (b, D_repr) while SSPS writes
-        its queues, else None (the crops are not even encoded)."""
+    def reference_representations(self, batch, view=None):
+        """y-hat (b, D_repr) while SSPS writes its queues, else None.
+
+        ``ssps_reference: crop`` (the paper): the batch's clean reference
+        crop, encoded in eval mode without gradient (one more forward pass
+        per step). ``view``: the anchor view's representation the step has
+        already computed (``view``, detached; train-mode BatchNorm, the
+        augmented crop), no extra forward; only where the Brain passes it.
+        """
         if not self.ssps_active(write=True):
             return None
+        if self.hparams.ssps_reference == "view":
+            return torch.nn.functional.normalize(view.detach(), dim=-1)
         return self.encode_reference(batch.ref.data.to(self.device)[:, 0])
+
+    def reference_view_supported(self):
+        """True where ``compute_forward`` passes a view representation."""
+        return False
+
+    def check_reference(self):
+        """ValueError naming ``ssps_reference`` when this Brain cannot use it."""
+        mode = self.hparams.ssps_reference
+        if mode not in REFERENCES:
+            raise ValueError(f"ssps_reference {mode!r} not in {REFERENCES}")
+        if mode == "view" and not self.reference_view_supported():
+            raise ValueError(
+                f"ssps_reference: view takes the anchor view's representation, which {type(self).__name__} "
+                "does not pass (SimCLR without a projector does); use ssps_reference: crop"
+            )
 
     @torch.no_grad()
     def fill_ssps_queues(self):

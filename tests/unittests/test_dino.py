@@ -68,7 +68,8 @@ def tiny_brain(storage="logits", ssps=None):
         "teacher_head": DINOHead(8, 16, hidden_dim=8, bottleneck_dim=4), "dino_loss": DINOLoss(16, n_crops=6),
     }
     hparams = dict(
-        augment=False, view_augment=None, ssps=ssps, ssps_storage=storage, dino_out_dim=16, dino_bottleneck_dim=4,
+        augment=False, view_augment=None, ssps=ssps, ssps_reference="crop", ssps_storage=storage, dino_out_dim=16,
+        dino_bottleneck_dim=4,
         emb_dim=8, batch_size=4, freeze_last_layer_epochs=1, clip_grad=3.0, epoch_counter=EpochCounter(10),
         momentum_schedule=CosineMomentum(0.9, 1.0, 10), dino_loss=modules["dino_loss"],
     )

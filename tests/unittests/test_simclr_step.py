@@ -2,6 +2,7 @@
 
 import functools
 
+import pytest
 import torch
 from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
@@ -58,3 +59,50 @@ def test_fixed_batch_loss_decreases_through_fit_batch():
     assert trained[-1] < 0.5 * trained[0], trained
     frozen = losses(0.0)
     assert abs(frozen[-1] - frozen[0]) < 0.05 * frozen[0], frozen
+
+
+def test_reference_from_the_view_writes_the_anchor_embedding_without_a_ref_forward():
+    """ssps_reference: view -> Q-hat receives normalize(z1) of the step and the
+    eval-mode reference forward never runs; crop -> the reference crop's."""
+    from ssps_ext.ssps import SSPS
+
+    g = torch.Generator().manual_seed(0)
+    views = 0.1 * torch.randn(8, 2, 8000, generator=g)
+    ref = 0.1 * torch.randn(8, 1, 16000, generator=g)
+    batch = type("B", (), {"views": _Padded(views), "ref": _Padded(ref), "index": _Padded(torch.arange(8)),
+                           "id": list("abcdefgh")})
+    written = {}
+    for mode in ("view", "crop"):
+        torch.manual_seed(0)
+        ssps = SSPS(K=2, M=0, start_epoch=2, pos_queue_size=8, seed=0)
+        ssps.setup(8, 8, 16, 16)
+        modules = {
+            "compute_features": Fbank(n_mels=16), "mean_var_norm": InputNormalization(norm_type="sentence"),
+            "encoder": ECAPA_TDNN(16, channels=[16, 16, 16, 16, 48], lin_neurons=16, attention_channels=8, se_channels=8),
+        }
+        hparams = dict(
+            augment=False, view_augment=None, ssps=ssps, ssps_reference=mode, projector=None, emb_dim=16,
+            views_in_one_batch=False, loss=NTXent(0.1, symmetric=True), epoch_counter=EpochCounter(2),
+            lr_schedule=lambda epoch, position, steps: 0.0,
+        )
+        brain = SimCLRBrain(modules, functools.partial(torch.optim.Adam, lr=0.0), hparams, run_opts={"device": "cpu"})
+        brain.check_reference()
+        brain.init_optimizers()
+        brain.steps_per_epoch, brain.step = 1, 1
+        brain.hparams.epoch_counter.current = 1  # SSPS writes its queues, does not sample yet
+        calls = []
+        encode_reference = brain.encode_reference
+        brain.encode_reference = lambda w: calls.append(w.shape) or encode_reference(w)
+        z1, _, _ = brain.compute_forward(batch, None)
+        brain.fit_batch(batch)
+        written[mode] = ssps.ref_queue.embeddings[0].clone()
+        if mode == "view":
+            assert calls == []
+            assert torch.allclose(written[mode], torch.nn.functional.normalize(z1.detach(), dim=-1), atol=1e-6)
+        else:
+            assert calls == [(8, 16000), (8, 16000)]  # compute_forward above, then fit_batch
+    assert not torch.allclose(written["view"], written["crop"], atol=1e-3)
+    brain.hparams.projector = torch.nn.Linear(16, 4)
+    brain.hparams.ssps_reference = "view"
+    with pytest.raises(ValueError, match="ssps_reference: view"):
+        brain.check_reference()
