@@ -159,6 +159,25 @@ def voxceleb_sampler(steps=200):
     return {"sampler_s": sampler_step(ssps, batch, steps), "pos_queue": ssps.pos_queue.size}
 
 
+def queue_memory(n=1_092_009, K=25_000):
+    """MiB of Q-hat and Q' at VoxCeleb2 scale, from the buffers SSPS.setup
+    allocates on the meta device (nothing is allocated)."""
+    from ssps_ext.ssps import SSPS
+
+    rows = []
+    cases = [("SimCLR-SSPS", 256, 512, 1), ("DINO-SSPS, Q' of bottlenecks", 128, 256, 2),
+             ("DINO-SSPS, Q' of logits (reference code)", 128, 65_536, 2)]
+    for label, batch, dim, views in cases:
+        for dtype in ("float32", "float16"):
+            ssps = SSPS(K=K, M=1, queue_dtype=dtype)
+            with torch.device("meta"):
+                ssps.setup(n, batch, 512, dim, n_views=views)
+            size = [q.embeddings.numel() * q.embeddings.element_size() / 2**20 for q in (ssps.ref_queue, ssps.pos_queue)]
+            rows.append((label, batch, dtype, tuple(ssps.ref_queue.embeddings.shape), size[0],
+                         tuple(ssps.pos_queue.embeddings.shape), size[1]))
+    return rows
+
+
 def run_worker(system, args, keep, extra):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", system, "--out", args.out, "--steps", str(args.steps),
            "--keep", str(keep), *extra]
@@ -205,6 +224,10 @@ def table(rows, vox, args):
     row("sample + substitute + update, this run's sizes", lambda r: ms(r["sampler_s"]))
     print(f"| sample + substitute + update, VoxCeleb2 sizes (batch 256, K 25k, |Q'| {vox['pos_queue']:,}, "
           f"1.09M utterances) | {ms(vox['sampler_s'])} | |")
+    print("\n| queues at VoxCeleb2 scale (N 1,092,009, K 25,000) | batch | storage | Q-hat | MiB | Q' | MiB |"
+          "\n|---|---|---|---|---|---|---|")
+    for label, batch, dtype, ref_shape, ref_mib, pos_shape, pos_mib in queue_memory():
+        print(f"| {label} | {batch} | {dtype} | {ref_shape} | {ref_mib:,.0f} | {pos_shape} | {pos_mib:,.0f} |")
 
 
 def main():

@@ -107,7 +107,8 @@ class SSPSHooks:
         encoder = self.reference_encoder()
         mode = encoder.training
         encoder.eval()
-        y = self.encode(wavs, encoder)
+        with self.training_ctx:  # the step's precision (``--precision``), also in the fill pass
+            y = self.encode(wavs, encoder).float()
         encoder.train(mode)
         return torch.nn.functional.normalize(y, dim=-1)
 
@@ -154,7 +155,9 @@ class SSPSHooks:
         self.modules.eval()
         for batch in tqdm(loader, desc="SSPS queue fill", disable=self.noprogressbar or dist.rank() != 0):
             ref = self.encode_reference(batch.ref.data.to(self.device)[:, 0])
-            self.ssps.update(batch.index.data.to(self.device), ref, self.ssps_fill_embeddings(batch))
+            with self.training_ctx:
+                stored = self.ssps_fill_embeddings(batch)
+            self.ssps.update(batch.index.data.to(self.device), ref, stored)
         self.modules.train()
         logger.info("SSPS: filled Q-hat (%d rows) and Q' (%d rows)", self.ssps.ref_queue.size, self.ssps.pos_queue.size)
 

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 SAMPLINGS = ("kmeans-repr", "kmeans-centroid", "nn", "supervised")
 SAME_RECORDING = ("allow", "exclude", "prefer_other")
 CLUSTER_PROBS = ("uniform", "exp")
+QUEUE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 @register_checkpoint_hooks
@@ -73,12 +74,16 @@ class SSPS(torch.nn.Module):
         it). The last two need the ``rec_id`` column; an extension.
     seed : int
         Seeds k-means initialisation and the draws.
+    queue_dtype : str
+        "float32" or "float16": storage of Q-hat and Q' (float16 halves their
+        memory, e.g. Q-hat at VoxCeleb2 scale 2.1 -> 1.1 GiB; k-means and
+        the substituted rows are computed in float32 / the step's type).
     """
 
     def __init__(
         self, K=25000, M=1, start_epoch=101, sampling="kmeans-repr", pos_queue_size=None,
         kmeans_iters=10, kmeans_backend="auto", cluster_prob="uniform", exp_lambda=0.7,
-        nn_k=1, same_recording="allow", seed=0,
+        nn_k=1, same_recording="allow", seed=0, queue_dtype="float32",
     ):
         super().__init__()
         if sampling not in SAMPLINGS:
@@ -93,6 +98,9 @@ class SSPS(torch.nn.Module):
             raise ValueError(f"SSPS cluster_prob {cluster_prob!r} not in {CLUSTER_PROBS}")
         if same_recording not in SAME_RECORDING:
             raise ValueError(f"SSPS same_recording {same_recording!r} not in {SAME_RECORDING}")
+        if queue_dtype not in QUEUE_DTYPES:
+            raise ValueError(f"SSPS queue_dtype {queue_dtype!r} not in {tuple(QUEUE_DTYPES)}")
+        self.queue_dtype = QUEUE_DTYPES[queue_dtype]
         if kmeans_backend not in BACKENDS:
             raise ValueError(f"SSPS kmeans_backend {kmeans_backend!r} not in {BACKENDS}")
         self.K, self.M, self.start_epoch, self.sampling = K, M, start_epoch, sampling
@@ -142,8 +150,8 @@ class SSPS(torch.nn.Module):
                 f"SSPS: K = {self.K} clusters but Q-hat holds {ref} references "
                 f"({n_utterances} utterances rounded down to a multiple of the global batch {global_batch})"
             )
-        self.ref_queue = RingQueue(ref, repr_dim)
-        self.pos_queue = RingQueue(pos, emb_dim, n_views)
+        self.ref_queue = RingQueue(ref, repr_dim, dtype=self.queue_dtype)
+        self.pos_queue = RingQueue(pos, emb_dim, n_views, dtype=self.queue_dtype)
         self.register_buffer("assignments", torch.full((n_utterances,), -1, dtype=torch.long))
         self.register_buffer("centroids", torch.zeros(self.K, repr_dim))
         self.register_buffer("nearby", torch.zeros(self.K, max(self.M, 1), dtype=torch.long))
@@ -179,7 +187,7 @@ class SSPS(torch.nn.Module):
             raise ValueError(f"SSPS: K = {self.K} clusters but Q-hat holds only {int(written.sum())} references")
         utts = self.ref_queue.indices[written]
         centroids, labels = spherical_kmeans(
-            self.ref_queue.embeddings[0][written], self.K, self.kmeans_iters,
+            self.ref_queue.embeddings[0][written].float(), self.K, self.kmeans_iters,
             seed=self.seed + epoch, backend=self.kmeans_backend,
         )
         dist.broadcast(centroids), dist.broadcast(labels)  # identical on every rank
@@ -208,7 +216,7 @@ class SSPS(torch.nn.Module):
         """
         if self.sampling == "nn":
             slots = nearest_neighbour_slots(
-                ref, indices, self.ref_queue.embeddings[0], self.ref_queue.indices, self.nn_k, self.generator
+                ref, indices, self.ref_queue.embeddings[0].to(ref.dtype), self.ref_queue.indices, self.nn_k, self.generator
             )
             pool = (slots >= 0).long() * self.nn_k
         else:

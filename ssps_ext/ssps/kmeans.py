@@ -17,6 +17,7 @@ up to ties.
 """
 
 import logging
+import time
 
 import torch
 
@@ -43,23 +44,56 @@ def available_backends():
     return out + ["torch"]
 
 
-def resolve_backend(backend, device):
-    """``auto`` -> faiss-gpu for CUDA tensors when available, torch on CUDA
-    otherwise; torch for CPU tensors. On the CPU, ``benchmarks/ssps_overhead.py``
-    measured torch's blocked matmul + argmax about 5x faster than the
-    faiss-cpu 1.15.1 wheel's flat index (2-core x86_64, 2026-11-22); faiss-cpu
-    stays selectable by name."""
+_AUTO = {}  # (device type, dim, K) -> (backend, {backend: seconds}) measured in this process
+
+
+def candidates(device):
+    """Backends that cluster tensors on ``device`` without a host round trip
+    (CPU: faiss-cpu, torch; CUDA: faiss-gpu, torch)."""
+    cuda = torch.device(device).type == "cuda"
+    return [b for b in available_backends() if b == "torch" or (b == "faiss-gpu") == cuda]
+
+
+def probe_seconds(backend, device, dim, n_clusters, rows=8192):
+    """Seconds of one E-step (``rows`` x ``dim`` points, ``n_clusters``
+    centroids) with ``backend``, best of two."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(rows, dim, generator=g), dim=1).to(device)
+    c = x[torch.randperm(rows, generator=g)[: min(n_clusters, rows)]]
+    assign = _TorchAssign() if backend == "torch" else _FaissAssign(dim, gpu=backend == "faiss-gpu")
+    times = []
+    for _ in range(2):
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        assign(x, c)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def resolve_backend(backend, device, dim=512, n_clusters=4096):
+    """The backend to use. ``auto``: the fastest of ``candidates(device)``,
+    measured once per process for (device, dim, K) on a probe of one E-step
+    (``probe_seconds``), and logged; a named backend must be available."""
     if backend not in BACKENDS:
         raise ValueError(f"kmeans backend {backend!r} not in {BACKENDS}")
-    available = available_backends()
-    if backend == "auto":
-        cuda = torch.device(device).type == "cuda"
-        if cuda:
-            return "faiss-gpu" if "faiss-gpu" in available else "torch"
-        return "torch"
-    if backend not in available:
-        raise RuntimeError(f"kmeans backend {backend!r} is not available here (have {available})")
-    return backend
+    if backend != "auto":
+        available = available_backends()
+        if backend not in available:
+            raise RuntimeError(f"kmeans backend {backend!r} is not available here (have {available})")
+        return backend
+    names = candidates(device)
+    if len(names) == 1:
+        return names[0]
+    key = (torch.device(device).type, int(dim), min(int(n_clusters), 8192))
+    if key not in _AUTO:
+        seconds = {name: probe_seconds(name, device, *key[1:]) for name in names}
+        _AUTO[key] = (min(seconds, key=seconds.get), seconds)
+        logger.info("k-means backend auto -> %s (one E-step, %d x %d to %d: %s)", _AUTO[key][0], 8192, key[1], key[2],
+                    ", ".join(f"{n} {s * 1000:.1f} ms" for n, s in seconds.items()))
+    return _AUTO[key][0]
 
 
 class _TorchAssign:
@@ -125,7 +159,7 @@ def spherical_kmeans(x, n_clusters, n_iter=10, seed=0, backend="auto"):
     if n_clusters < 1:
         raise ValueError(f"k-means: K must be >= 1, got {n_clusters}")
     x = torch.nn.functional.normalize(x.float(), dim=1)
-    name = resolve_backend(backend, x.device)
+    name = resolve_backend(backend, x.device, dim, n_clusters)
     assign = _TorchAssign() if name == "torch" else _FaissAssign(dim, gpu=name == "faiss-gpu")
     g = torch.Generator().manual_seed(int(seed))
     init = torch.randperm(n, generator=g)[:n_clusters].to(x.device)

@@ -26,6 +26,9 @@ class RingQueue(torch.nn.Module):
         Embedding dimension.
     views : int
         Embeddings stored per row (all written and read together).
+    dtype : torch.dtype
+        Storage type of the embeddings (float16 halves the memory; rows are
+        cast on write, readers cast back).
 
     Example
     -------
@@ -36,12 +39,12 @@ class RingQueue(torch.nn.Module):
     [11, 8, 9, 10]
     """
 
-    def __init__(self, size, dim, views=1):
+    def __init__(self, size, dim, views=1, dtype=torch.float32):
         super().__init__()
         if size <= 0:
             raise ValueError(f"queue size must be positive, got {size}")
         self.register_buffer("indices", torch.full((size,), -1, dtype=torch.long))
-        self.register_buffer("embeddings", torch.zeros(views, size, dim))
+        self.register_buffer("embeddings", torch.zeros(views, size, dim, dtype=dtype))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("n_written", torch.zeros((), dtype=torch.long))
 

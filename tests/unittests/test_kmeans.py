@@ -51,10 +51,32 @@ def test_k_larger_than_data_is_an_error():
         spherical_kmeans(torch.randn(4, 3), 10)
 
 
-def test_auto_backend_and_bad_names():
-    assert resolve_backend("auto", "cpu") == "torch"
+def test_auto_backend_is_the_faster_measured_and_bad_names(monkeypatch):
+    from ssps_ext.ssps import kmeans
+
     with pytest.raises(ValueError, match="kmeans backend 'sklearn'"):
         resolve_backend("sklearn", "cpu")
+    monkeypatch.setattr(kmeans, "_AUTO", {})
+    monkeypatch.setattr(kmeans, "available_backends", lambda: ["faiss-gpu", "faiss-cpu", "torch"])
+    assert kmeans.candidates("cpu") == ["faiss-cpu", "torch"]
+    for times, expected in (({"faiss-cpu": 0.1, "torch": 0.5}, "faiss-cpu"), ({"faiss-cpu": 0.5, "torch": 0.1}, "torch")):
+        monkeypatch.setattr(kmeans, "_AUTO", {})
+        monkeypatch.setattr(kmeans, "probe_seconds", lambda name, *a: times[name])
+        assert resolve_backend("auto", "cpu", 16, 8) == expected
+    assert kmeans._AUTO[("cpu", 16, 8)] == ("torch", {"faiss-cpu": 0.5, "torch": 0.1})
+
+
+def test_auto_backend_measures_the_backends_installed_here(monkeypatch):
+    from ssps_ext.ssps import kmeans
+
+    monkeypatch.setattr(kmeans, "_AUTO", {})
+    picked = resolve_backend("auto", "cpu", 32, 64)
+    names = kmeans.candidates("cpu")
+    if len(names) < 2:
+        assert picked == names[0] == "torch"
+        return
+    chosen, seconds = kmeans._AUTO[("cpu", 32, 64)]
+    assert picked == chosen and set(seconds) == set(names) and seconds[picked] == min(seconds.values())
 
 
 def test_blocked_torch_assignment_matches_full_argmax():

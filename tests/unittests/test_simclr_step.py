@@ -106,3 +106,40 @@ def test_reference_from_the_view_writes_the_anchor_embedding_without_a_ref_forwa
     brain.hparams.ssps_reference = "view"
     with pytest.raises(ValueError, match="ssps_reference: view"):
         brain.check_reference()
+
+
+def test_bf16_step_with_float16_queues():
+    """--precision=bf16 on CPU: the SimCLR-SSPS step (reference forward
+    included) runs under autocast, and float16 queues store its rows."""
+    from ssps_ext.ssps import SSPS
+
+    g = torch.Generator().manual_seed(1)
+    batch = type("B", (), {"views": _Padded(0.1 * torch.randn(8, 2, 8000, generator=g)),
+                           "ref": _Padded(0.1 * torch.randn(8, 1, 16000, generator=g)),
+                           "index": _Padded(torch.arange(8)), "id": list("abcdefgh")})
+    torch.manual_seed(0)
+    ssps = SSPS(K=2, M=0, start_epoch=2, pos_queue_size=8, seed=0, queue_dtype="float16")
+    ssps.setup(8, 8, 16, 16)
+    modules = {
+        "compute_features": Fbank(n_mels=16), "mean_var_norm": InputNormalization(norm_type="sentence"),
+        "encoder": ECAPA_TDNN(16, channels=[16, 16, 16, 16, 48], lin_neurons=16, attention_channels=8, se_channels=8),
+    }
+    hparams = dict(
+        augment=False, view_augment=None, ssps=ssps, ssps_reference="crop", projector=None, emb_dim=16,
+        views_in_one_batch=False, loss=NTXent(0.1, symmetric=True), epoch_counter=EpochCounter(2),
+        lr_schedule=lambda epoch, position, steps: 1e-3,
+    )
+    brain = SimCLRBrain(modules, functools.partial(torch.optim.Adam, lr=1e-3), hparams,
+                        run_opts={"device": "cpu", "precision": "bf16"})
+    brain.init_optimizers()
+    brain.steps_per_epoch, brain.step = 1, 1
+    brain.hparams.epoch_counter.current = 1
+    seen = []
+    encode = brain.encode
+    brain.encode = lambda wavs, encoder=None: seen.append(torch.is_autocast_cpu_enabled()) or encode(wavs, encoder)
+    loss = brain.fit_batch(batch)
+    assert torch.isfinite(loss) and seen == [True, True, True]  # two views + the reference
+    for queue in (ssps.ref_queue, ssps.pos_queue):
+        assert queue.embeddings.dtype == torch.float16 and (queue.indices >= 0).all()
+        assert torch.isfinite(queue.embeddings).all() and (queue.embeddings.norm(dim=-1) > 0).all()
+    assert torch.allclose(ssps.ref_queue.embeddings.float().norm(dim=-1), torch.ones(1, 8), atol=1e-2)  # y-hat is normalised
