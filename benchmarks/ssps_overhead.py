@@ -1,13 +1,12 @@
 #!/usr/bin/env python3
 """What SSPS costs, measured in one run on this machine.
 
-1. Per training step: sampling + substitution + queue update at batch 256
-   with K = 25,000 (|Q'| = 24,832) and an assignment table of the VoxCeleb2
-   size (1,092,009 utterances; Q-hat 1,091,840 x 512).
-   Also the memory of Q' for DINO-SSPS at K = 25,000 in both storage modes.
-2. k-means on 100,000 x 512 points into 5,000 clusters (10 iterations) with
+(The per-step sampler cost at VoxCeleb2 sizes and the queue memory table
+are in ``benchmarks/throughput.py``.)
+
+1. k-means on 100,000 x 512 points into 5,000 clusters (10 iterations) with
    every backend available here (faiss-gpu, faiss-cpu, torch).
-3. The epoch-time ratio SimCLR-SSPS / SimCLR on the mini corpus with the
+2. The epoch-time ratio SimCLR-SSPS / SimCLR on the mini corpus with the
    run_mini CPU settings (SSPS epochs after the fill pass; k-means excluded
    from the epoch time and reported separately).
 
@@ -26,52 +25,10 @@ import time
 
 import torch
 
-from ssps_ext.ssps import SSPS, available_backends, spherical_kmeans
+from ssps_ext.ssps import available_backends, spherical_kmeans
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SSPS")
-
-
-def step_cost(device, steps=20):
-    """Seconds per step of sample + substitute + update (VoxCeleb2 sizes)."""
-    n, batch, dim, K = 1_092_009, 256, 512, 25_000
-    g = torch.Generator().manual_seed(0)
-    ssps = SSPS(K=K, M=1, start_epoch=1, seed=0)
-    ssps.setup(n, batch, dim, dim, 1, speakers=torch.randint(0, 5994, (n,), generator=g),
-               recordings=torch.randint(0, 145_569, (n,), generator=g))
-    ssps.to(device)
-    # a clustered state: every utterance assigned, Q' full, nearby table built
-    ssps.assignments.copy_(torch.randint(0, K, (n,), generator=g))
-    ssps.nearby.copy_(torch.randint(0, K, (K, 1), generator=g))
-    ssps.pos_queue.write(torch.randperm(n, generator=g)[: ssps.pos_queue.size].to(device),
-                         torch.randn(1, ssps.pos_queue.size, dim, generator=g).to(device))
-    anchors = [torch.randint(0, n, (batch,), generator=g).to(device) for _ in range(steps + 3)]
-    z = torch.randn(batch, dim, device=device)
-    ref = torch.nn.functional.normalize(torch.randn(batch, dim, device=device), dim=1)
-    for k, idx in enumerate(anchors):
-        if k == 3:  # warm-up done
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        slots, stats = ssps.sample(idx, ref)
-        ssps.substitute(z, slots)
-        ssps.update(idx, ref, z[None])
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps, float(stats["ssps_coverage"])
-
-
-def queue_memory(K=25_000, batch=128, n=1_092_009):
-    """Bytes of Q' for DINO-SSPS at K = 25,000 in both storage modes, from the
-    buffers SSPS.setup allocates (on the meta device: nothing is allocated)."""
-    out = {}
-    for mode, dim in (("logits", 65_536), ("bottleneck", 256)):
-        ssps = SSPS(K=K, M=1)
-        with torch.device("meta"):
-            ssps.setup(n, batch, 512, dim, n_views=2)
-        q = ssps.pos_queue.embeddings
-        out[mode] = (tuple(q.shape), q.numel() * q.element_size())
-    return out
 
 
 def kmeans_cost(backend, device):
@@ -119,14 +76,8 @@ def main():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"# SSPS overhead, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, device {device}, torch {torch.__version__}\n")
-    per_step, coverage = step_cost(device)
     print("| measurement | value |\n|---|---|")
-    print(f"| sample + substitute + update, batch 256, K 25k, N 1.09M ({device.type}) | "
-          f"{per_step * 1000:.1f} ms/step (coverage {coverage:.2f}) |")
-    timings = {"step_ms": per_step * 1000}
-    for mode, (shape, size) in queue_memory().items():
-        timings[f"dino_queue_{mode}_bytes"] = size
-        print(f"| DINO-SSPS Q' at K 25k, batch 128, storage `{mode}` {shape} | {size / 2**20:,.1f} MiB |")
+    timings = {}
     for backend in available_backends():
         dev = torch.device("cpu") if backend == "faiss-cpu" else device
         seconds = kmeans_cost(backend, dev)

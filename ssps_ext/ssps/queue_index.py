@@ -28,8 +28,9 @@ import torch
 from .sampling import QueueClusters, newest_slots
 
 
-class QueueIndex:
-    """Incrementally maintained ``QueueClusters`` of a ``RingQueue``.
+class QueueIndex(QueueClusters):
+    """Incrementally maintained ``QueueClusters`` of a ``RingQueue`` (same
+    ``packed`` array, ``keys``, ``slots``, ``slot_at`` and ``_count``).
 
     Arguments
     ---------
@@ -70,14 +71,6 @@ class QueueIndex:
     @property
     def packed(self):
         return torch.from_numpy(self.packed_np)
-
-    @property
-    def keys(self):
-        return self.packed >> self.shift
-
-    @property
-    def slots(self):
-        return self.packed & ((1 << self.shift) - 1)
 
     def slot_at(self, pos):
         """Q' slots at positions ``pos`` of the sorted order."""
