@@ -60,6 +60,8 @@ class PseudoLabelState(torch.nn.Module):
     gate_epoch : () long, the epoch tau was fitted for (0: none).
     """
 
+    guard_snapshot = False  # buffers change only after a finite step or between epochs (guard.py)
+
     def __init__(self, n_utterances):
         super().__init__()
         self.register_buffer("labels", torch.zeros(n_utterances, dtype=torch.long))

@@ -48,6 +48,8 @@ class MoCoLoss(torch.nn.Module):
     torch.Size([])
     """
 
+    guard_snapshot = False  # buffers change only after a finite step or between epochs (guard.py)
+
     def __init__(self, dim, queue_size=65536, temperature=0.03, margin=0.0, symmetric=True):
         super().__init__()
         if temperature <= 0 or queue_size < 1:

@@ -48,6 +48,8 @@ class SwAVLoss(torch.nn.Module):
     queue_start_epoch : first epoch whose codes also use the queue.
     """
 
+    guard_snapshot = False  # buffers change only after a finite step or between epochs (guard.py)
+
     def __init__(self, dim, temperature=0.1, n_iters=3, epsilon=0.05, queue_size=3840, queue_start_epoch=15):
         super().__init__()
         self.temperature, self.n_iters, self.epsilon = temperature, n_iters, epsilon

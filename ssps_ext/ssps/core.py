@@ -80,6 +80,8 @@ class SSPS(torch.nn.Module):
         the substituted rows are computed in float32 / the step's type).
     """
 
+    guard_snapshot = False  # buffers change only after a finite step or between epochs (guard.py)
+
     def __init__(
         self, K=25000, M=1, start_epoch=101, sampling="kmeans-repr", pos_queue_size=None,
         kmeans_iters=10, kmeans_backend="auto", cluster_prob="uniform", exp_lambda=0.7,

@@ -39,6 +39,8 @@ class RingQueue(torch.nn.Module):
     [11, 8, 9, 10]
     """
 
+    guard_snapshot = False  # buffers change only after a finite step or between epochs (guard.py)
+
     def __init__(self, size, dim, views=1, dtype=torch.float32):
         super().__init__()
         if size <= 0:
