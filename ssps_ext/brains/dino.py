@@ -66,7 +66,7 @@ class DINOBrain(SSLBrain):
 
     def compute_objectives(self, predictions, batch, stage):
         student, teacher, bottleneck, ref = predictions
-        if ref is not None:
+        if self.ssps_active(write=True):  # ref is None with ssps_reference: epoch
             teacher = self.ssps_step(batch.index.data.to(self.device), ref, teacher, bottleneck)
         loss, stats = self.hparams.dino_loss(student, teacher, self.epoch)
         self.record(loss=loss, **stats)

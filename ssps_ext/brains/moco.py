@@ -53,7 +53,7 @@ class MoCoBrain(SSLBrain):
 
     def compute_objectives(self, predictions, batch, stage):
         q1, q2, k1, k2, ref = predictions
-        if ref is not None:
+        if self.ssps_active(write=True):  # ref is None with ssps_reference: epoch
             k1, k2 = self.ssps_step(batch.index.data.to(self.device), ref, k1, k2)
         loss, accuracy = self.hparams.loss(q1, q2, k1, k2)
         self.after_finite_step(self.hparams.loss.enqueue, k1, k2)

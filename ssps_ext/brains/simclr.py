@@ -60,7 +60,7 @@ class SimCLRBrain(SSLBrain):
     def compute_objectives(self, predictions, batch, stage):
         z1, z2, ref = predictions
         z2_pos = z2
-        if ref is not None:
+        if self.ssps_active(write=True):  # ref is None with ssps_reference: epoch
             z2_pos = self.ssps_step(batch.index.data.to(self.device), ref, z1, z2)
         loss = self.hparams.loss(z1, z2_pos)
         self.record(loss=loss, **self.hparams.loss.stats(z1.detach(), z2_pos.detach()))

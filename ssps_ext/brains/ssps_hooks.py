@@ -18,7 +18,7 @@ from .. import distributed as dist
 from ..ssps.kmeans import resolve_backend
 
 logger = logging.getLogger(__name__)
-REFERENCES = ("crop", "view")
+REFERENCES = ("crop", "view", "epoch")
 
 
 def unwrap(module):
@@ -120,8 +120,10 @@ class SSPSHooks:
         per step). ``view``: the anchor view's representation the step has
         already computed (``view``, detached; train-mode BatchNorm, the
         augmented crop), no extra forward; only where the Brain passes it.
+        ``epoch``: None; Q-hat is rewritten by one no-grad pass over the
+        training set at the start of each SSPS epoch (``reference_pass``).
         """
-        if not self.ssps_active(write=True):
+        if not self.ssps_active(write=True) or self.hparams.ssps_reference == "epoch":
             return None
         if self.hparams.ssps_reference == "view":
             return torch.nn.functional.normalize(view.detach(), dim=-1)
@@ -141,25 +143,35 @@ class SSPSHooks:
                 f"ssps_reference: view takes the anchor view's representation, which {type(self).__name__} "
                 "does not pass (SimCLR without a projector does); use ssps_reference: crop"
             )
+        if mode == "epoch" and self.ssps.sampling == "nn":
+            raise ValueError("ssps_reference: epoch gives no per-step reference, which ssps_sampling: nn needs")
 
     @torch.no_grad()
-    def fill_ssps_queues(self):
+    def fill_ssps_queues(self, references_only=False):
         """One eval-mode, no-grad pass over the training set that writes both
         queues (the reference code's buffer-snapshot step), used when SSPS
-        starts from a checkpoint whose queues were never written."""
+        starts from a checkpoint whose queues were never written; with
+        ``references_only`` (``ssps_reference: epoch``), Q-hat only, in
+        batches of ``ssps_ref_pass_batch_size``."""
         kwargs = dict(self.train_loader_kwargs)
+        if references_only:
+            kwargs["batch_size"] = self.hparams.ssps_ref_pass_batch_size
         if dist.is_distributed():
             kwargs.pop("shuffle", None)
             kwargs["sampler"] = torch.utils.data.DistributedSampler(self.train_set, shuffle=True, drop_last=True)
         loader = sb.dataio.dataloader.make_dataloader(self.train_set, **kwargs)
         self.modules.eval()
-        for batch in tqdm(loader, desc="SSPS queue fill", disable=self.noprogressbar or dist.rank() != 0):
+        desc = "SSPS reference pass" if references_only else "SSPS queue fill"
+        for batch in tqdm(loader, desc=desc, disable=self.noprogressbar or dist.rank() != 0):
             ref = self.encode_reference(batch.ref.data.to(self.device)[:, 0])
-            with self.training_ctx:
-                stored = self.ssps_fill_embeddings(batch)
+            stored = None
+            if not references_only:
+                with self.training_ctx:
+                    stored = self.ssps_fill_embeddings(batch)
             self.ssps.update(batch.index.data.to(self.device), ref, stored)
         self.modules.train()
-        logger.info("SSPS: filled Q-hat (%d rows) and Q' (%d rows)", self.ssps.ref_queue.size, self.ssps.pos_queue.size)
+        logger.info("SSPS: %s: Q-hat (%d rows)%s", desc, self.ssps.ref_queue.size,
+                    "" if references_only else f" and Q' ({self.ssps.pos_queue.size} rows)")
 
     def substitute_positive_view(self, indices, ref, positive):
         """The one-view ``ssps_step`` (SimCLR, VICReg, SwAV): sample ->
@@ -181,6 +193,8 @@ class SSPSHooks:
         queues were never written, e.g. resuming a plain SSL checkpoint)."""
         if not self.ssps_active():
             return
-        if not self.ssps.ref_queue.filled:
+        if not self.ssps.pos_queue.filled or not self.ssps.ref_queue.filled:
             self.fill_ssps_queues()
+        elif self.hparams.ssps_reference == "epoch" and int(self.ssps.clustered_epoch) != epoch:
+            self.fill_ssps_queues(references_only=True)  # not again on an intra-epoch resume
         self.record(**self.ssps.cluster(epoch))

@@ -36,7 +36,7 @@ class SwAVBrain(SSLBrain):
     def compute_objectives(self, predictions, batch, stage):
         z1, z2, p1, p2, ref = predictions
         head = unwrap(self.modules.swav_head)
-        if ref is not None:
+        if self.ssps_active(write=True):  # ref is None with ssps_reference: epoch
             z2_pos = self.ssps_step(batch.index.data.to(self.device), ref, z1, z2)
             if self.ssps_active():
                 p2 = head.scores(z2_pos)  # scores of the pseudo-positives

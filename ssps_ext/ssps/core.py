@@ -259,11 +259,15 @@ class SSPS(torch.nn.Module):
 
         Arguments
         ---------
-        indices : (b,) utterance indices; ref : (b, D_repr) normalised y-hat;
-        embeddings : (V, b, D_emb) original positive-branch embeddings.
+        indices : (b,) utterance indices; ref : (b, D_repr) normalised y-hat,
+        or None (Q-hat not written); embeddings : (V, b, D_emb) original
+        positive-branch embeddings, or None (Q' not written).
         """
         indices = dist.gather(indices)
-        self.ref_queue.write(indices, dist.gather(ref)[None])
+        if ref is not None:  # None: the step has no reference (ssps_reference: epoch)
+            self.ref_queue.write(indices, dist.gather(ref)[None])
+        if embeddings is None:  # the reference pass of ssps_reference: epoch
+            return
         gathered = embeddings.detach()  # (V, b, D)
         if dist.is_distributed():
             gathered = torch.stack([dist.gather(e) for e in gathered])  # (V, B, D)

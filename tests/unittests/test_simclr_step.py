@@ -143,3 +143,54 @@ def test_bf16_step_with_float16_queues():
         assert queue.embeddings.dtype == torch.float16 and (queue.indices >= 0).all()
         assert torch.isfinite(queue.embeddings).all() and (queue.embeddings.norm(dim=-1) > 0).all()
     assert torch.allclose(ssps.ref_queue.embeddings.float().norm(dim=-1), torch.ones(1, 8), atol=1e-2)  # y-hat is normalised
+
+
+def test_reference_once_per_epoch_writes_no_reference_in_steps():
+    """ssps_reference: epoch -> steps write Q' only (no reference forward);
+    an SSPS epoch start runs the reference pass (Q-hat only) once, not again
+    on an intra-epoch resume, and the full fill while a queue is unwritten."""
+    from ssps_ext.ssps import SSPS
+
+    g = torch.Generator().manual_seed(0)
+    batch = type("B", (), {"views": _Padded(0.1 * torch.randn(8, 2, 8000, generator=g)),
+                           "ref": _Padded(0.1 * torch.randn(8, 1, 16000, generator=g)),
+                           "index": _Padded(torch.arange(8)), "id": list("abcdefgh")})
+    torch.manual_seed(0)
+    ssps = SSPS(K=2, M=0, start_epoch=2, pos_queue_size=8, seed=0)
+    ssps.setup(8, 8, 16, 16)
+    modules = {
+        "compute_features": Fbank(n_mels=16), "mean_var_norm": InputNormalization(norm_type="sentence"),
+        "encoder": ECAPA_TDNN(16, channels=[16, 16, 16, 16, 48], lin_neurons=16, attention_channels=8, se_channels=8),
+    }
+    hparams = dict(
+        augment=False, view_augment=None, ssps=ssps, ssps_reference="epoch", projector=None, emb_dim=16,
+        views_in_one_batch=False, loss=NTXent(0.1, symmetric=True), epoch_counter=EpochCounter(3),
+        lr_schedule=lambda epoch, position, steps: 0.0,
+    )
+    brain = SimCLRBrain(modules, functools.partial(torch.optim.Adam, lr=0.0), hparams, run_opts={"device": "cpu"})
+    brain.check_reference()
+    brain.init_optimizers()
+    brain.steps_per_epoch, brain.step = 1, 1
+    brain.hparams.epoch_counter.current = 1
+    brain.encode_reference = lambda w: pytest.fail("no reference forward in a step")
+    brain.fit_batch(batch)
+    assert (ssps.ref_queue.indices == -1).all() and (ssps.pos_queue.indices >= 0).all()
+    passes = []
+    brain.fill_ssps_queues = lambda references_only=False: passes.append(references_only)
+    brain.cluster_aware_epoch_start = lambda epoch: None
+    ssps.cluster = lambda epoch: ssps.clustered_epoch.fill_(epoch) and {}
+    brain.hparams.epoch_counter.current = 2
+    brain.on_train_epoch_start(2)  # Q-hat never written: the full fill
+    ssps.ref_queue.write(torch.arange(8), torch.ones(1, 8, 16))
+    brain.hparams.epoch_counter.current = 3
+    brain.on_train_epoch_start(3)  # both written: the reference pass
+    brain.on_train_epoch_start(3)  # resumed inside epoch 3: nothing
+    assert passes == [False, True]
+    before = ssps.ref_queue.embeddings.clone()
+    ssps.update(torch.arange(8), None, torch.zeros(1, 8, 16))  # a step: Q' only
+    assert torch.equal(ssps.ref_queue.embeddings, before) and (ssps.pos_queue.embeddings == 0).all()
+    ssps.update(torch.arange(8), torch.zeros(8, 16), None)  # the reference pass: Q-hat only
+    assert (ssps.ref_queue.embeddings == 0).all() and (ssps.pos_queue.embeddings == 0).all()
+    ssps.sampling = "nn"
+    with pytest.raises(ValueError, match="ssps_reference: epoch"):
+        brain.check_reference()

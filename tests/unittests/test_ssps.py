@@ -200,7 +200,7 @@ def test_brain_settings_checked_before_training():
 
     def brain(ssps, epochs):
         return SimpleNamespace(hparams=SimpleNamespace(ssps=ssps, number_of_epochs=epochs), ssps=ssps, device="cpu",
-                               check_crops=lambda: None)  # crop groups: test_crops_check.py
+                               check_crops=lambda: None, check_reference=lambda: None)  # tested elsewhere
 
     with pytest.raises(ValueError, match="ssps_start_epoch = 11 is after the last epoch"):
         SSPSHooks.prepare_training(brain(SSPS(K=4, start_epoch=11), 10), train_set=None)
