@@ -69,3 +69,14 @@ def test_load_errors_name_the_file(tmp_path, kind, match):
         sf.write(path, np.zeros((1600, 2)), 16000)
     with pytest.raises((RuntimeError, ValueError), match=match):
         load_utterance(path)
+
+
+def test_crops_are_the_windows_at_the_drawn_starts():
+    """random_crops draws n starts with one randint and returns those windows
+    (the same values as gathering wav[start + arange(length)])."""
+    wav = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(7)
+    crops = random_crops(wav, 100, 3)
+    torch.manual_seed(7)
+    starts = torch.randint(0, 901, (3,))
+    assert torch.equal(crops, wav[starts[:, None] + torch.arange(100)[None, :]])
