@@ -125,7 +125,7 @@ def worker(system, out, keep, steps, extra):
 
 
 def sampler_step(ssps, batch, steps):
-    """Seconds of sample + substitute + update on ``ssps``'s own state."""
+    """Median seconds of sample + substitute + update on ``ssps``'s own state."""
     g = torch.Generator().manual_seed(0)
     n, dim, views = ssps.assignments.shape[0], ssps.pos_queue.embeddings.shape[2], ssps.pos_queue.embeddings.shape[0]
     repr_dim = ssps.ref_queue.embeddings.shape[2]
@@ -140,7 +140,7 @@ def sampler_step(ssps, batch, steps):
             ssps.substitute(z[v], slots, view=v)
         ssps.update(idx, ref, z)
         times.append(time.perf_counter() - start)
-    return sum(times[3:]) / steps
+    return sorted(times[3:])[steps // 2]  # median: robust to the host's bursts of other load
 
 
 def voxceleb_sampler(steps=200):
