@@ -20,6 +20,7 @@ import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
 from .. import distributed as dist
+from . import checkpoint
 from .diagnostics import kmeans_nmi, sampling_stats
 from .kmeans import BACKENDS, spherical_kmeans
 from .queue import RingQueue
@@ -293,33 +294,8 @@ class SSPS(torch.nn.Module):
 
     @mark_as_saver
     def _save(self, path):
-        gens = getattr(self, "_rank_generators", None)
-        if gens is None or gens.shape[0] != dist.world_size():
-            gens = self.generator.get_state()[None]  # (1, S): this rank only
-        torch.save({"state": self.state_dict(), "generator": gens[0], "rank_generators": gens}, path)
-        self._rank_generators = None
+        checkpoint.save(self, path)
 
     @mark_as_loader
     def _load(self, path, end_of_epoch=True):
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        mine = self.state_dict()
-        wrong = [
-            f"{name} {tuple(tensor.shape)} vs {tuple(mine[name].shape)}"
-            for name, tensor in saved["state"].items()
-            if name in mine and mine[name].shape != tensor.shape
-        ]
-        if wrong:
-            raise ValueError(
-                f"SSPS checkpoint {path} does not fit this run (saved vs needed: {'; '.join(wrong)}): "
-                "the training set, batch size, K or embedding size changed; start SSPS from the "
-                "base run with init_from instead of resuming this checkpoint"
-            )
-        self.load_state_dict(saved["state"])
-        gens = saved.get("rank_generators")
-        if gens is not None and gens.shape[0] == dist.world_size():
-            self.generator.set_state(gens[dist.rank()].clone())  # each rank continues its own draws
-            return
-        self.generator.set_state(saved["generator"])
-        if dist.rank() > 0:  # saved with another process count: ranks > 0 draw afresh
-            logger.warning("SSPS checkpoint %s holds no generator state for rank %d: reseeding it", path, dist.rank())
-            self.generator.manual_seed(self.seed + dist.rank() + int(self.pos_queue.n_written))
+        checkpoint.load(self, path)
