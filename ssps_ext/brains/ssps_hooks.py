@@ -8,6 +8,7 @@ Q' and what they replace) lives in each Brain: ``ssps_layout``,
 ``ssps_fill_embeddings`` and ``ssps_step``.
 """
 
+import contextlib
 import logging
 
 import speechbrain as sb
@@ -100,6 +101,15 @@ class SSPSHooks:
         (SimCLR: the online encoder; DINO: the teacher)."""
         return self.embedding_encoder()
 
+    def step_precision(self):
+        """The step's autocast (``--precision``) outside a step (fill and
+        reference passes), nothing inside one: SpeechBrain's ``training_ctx``
+        is one ``torch.autocast`` object, and entering it again inside itself
+        would leave autocast switched on after the step."""
+        if torch.is_autocast_enabled(torch.device(self.device).type):
+            return contextlib.nullcontext()
+        return self.training_ctx
+
     @torch.no_grad()
     def encode_reference(self, wavs):
         """Clean reference crops (b, T) -> L2-normalised y-hat (b, D_repr),
@@ -107,7 +117,7 @@ class SSPSHooks:
         encoder = self.reference_encoder()
         mode = encoder.training
         encoder.eval()
-        with self.training_ctx:  # the step's precision (``--precision``), also in the fill pass
+        with self.step_precision():
             y = self.encode(wavs, encoder).float()
         encoder.train(mode)
         return torch.nn.functional.normalize(y, dim=-1)
@@ -166,7 +176,7 @@ class SSPSHooks:
             ref = self.encode_reference(batch.ref.data.to(self.device)[:, 0])
             stored = None
             if not references_only:
-                with self.training_ctx:
+                with self.step_precision():
                     stored = self.ssps_fill_embeddings(batch)
             self.ssps.update(batch.index.data.to(self.device), ref, stored)
         self.modules.train()

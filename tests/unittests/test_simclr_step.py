@@ -61,35 +61,46 @@ def test_fixed_batch_loss_decreases_through_fit_batch():
     assert abs(frozen[-1] - frozen[0]) < 0.05 * frozen[0], frozen
 
 
+def ssps_batch(seed):
+    """8 utterances: two 0.5-s views and a 1-s reference crop each."""
+    g = torch.Generator().manual_seed(seed)
+    return type("B", (), {"views": _Padded(0.1 * torch.randn(8, 2, 8000, generator=g)),
+                          "ref": _Padded(0.1 * torch.randn(8, 1, 16000, generator=g)),
+                          "index": _Padded(torch.arange(8)), "id": list("abcdefgh")})
+
+
+def ssps_brain(reference, lr=0.0, queue_dtype="float32", precision="fp32", epochs=2):
+    """A tiny SimCLR-SSPS Brain at epoch 1 (SSPS writes its queues, from epoch 2 it samples)."""
+    from ssps_ext.ssps import SSPS
+
+    torch.manual_seed(0)
+    ssps = SSPS(K=2, M=0, start_epoch=2, pos_queue_size=8, seed=0, queue_dtype=queue_dtype)
+    ssps.setup(8, 8, 16, 16)
+    modules = {
+        "compute_features": Fbank(n_mels=16), "mean_var_norm": InputNormalization(norm_type="sentence"),
+        "encoder": ECAPA_TDNN(16, channels=[16, 16, 16, 16, 48], lin_neurons=16, attention_channels=8, se_channels=8),
+    }
+    hparams = dict(
+        augment=False, view_augment=None, ssps=ssps, ssps_reference=reference, projector=None, emb_dim=16,
+        views_in_one_batch=False, loss=NTXent(0.1, symmetric=True), epoch_counter=EpochCounter(epochs),
+        lr_schedule=lambda epoch, position, steps: lr,
+    )
+    brain = SimCLRBrain(modules, functools.partial(torch.optim.Adam, lr=lr), hparams,
+                        run_opts={"device": "cpu", "precision": precision})
+    brain.check_reference()
+    brain.init_optimizers()
+    brain.steps_per_epoch, brain.step = 1, 1
+    brain.hparams.epoch_counter.current = 1
+    return brain, ssps
+
+
 def test_reference_from_the_view_writes_the_anchor_embedding_without_a_ref_forward():
     """ssps_reference: view -> Q-hat receives normalize(z1) of the step and the
     eval-mode reference forward never runs; crop -> the reference crop's."""
-    from ssps_ext.ssps import SSPS
-
-    g = torch.Generator().manual_seed(0)
-    views = 0.1 * torch.randn(8, 2, 8000, generator=g)
-    ref = 0.1 * torch.randn(8, 1, 16000, generator=g)
-    batch = type("B", (), {"views": _Padded(views), "ref": _Padded(ref), "index": _Padded(torch.arange(8)),
-                           "id": list("abcdefgh")})
+    batch = ssps_batch(0)
     written = {}
     for mode in ("view", "crop"):
-        torch.manual_seed(0)
-        ssps = SSPS(K=2, M=0, start_epoch=2, pos_queue_size=8, seed=0)
-        ssps.setup(8, 8, 16, 16)
-        modules = {
-            "compute_features": Fbank(n_mels=16), "mean_var_norm": InputNormalization(norm_type="sentence"),
-            "encoder": ECAPA_TDNN(16, channels=[16, 16, 16, 16, 48], lin_neurons=16, attention_channels=8, se_channels=8),
-        }
-        hparams = dict(
-            augment=False, view_augment=None, ssps=ssps, ssps_reference=mode, projector=None, emb_dim=16,
-            views_in_one_batch=False, loss=NTXent(0.1, symmetric=True), epoch_counter=EpochCounter(2),
-            lr_schedule=lambda epoch, position, steps: 0.0,
-        )
-        brain = SimCLRBrain(modules, functools.partial(torch.optim.Adam, lr=0.0), hparams, run_opts={"device": "cpu"})
-        brain.check_reference()
-        brain.init_optimizers()
-        brain.steps_per_epoch, brain.step = 1, 1
-        brain.hparams.epoch_counter.current = 1  # SSPS writes its queues, does not sample yet
+        brain, ssps = ssps_brain(mode)
         calls = []
         encode_reference = brain.encode_reference
         brain.encode_reference = lambda w: calls.append(w.shape) or encode_reference(w)
@@ -111,34 +122,13 @@ def test_reference_from_the_view_writes_the_anchor_embedding_without_a_ref_forwa
 def test_bf16_step_with_float16_queues():
     """--precision=bf16 on CPU: the SimCLR-SSPS step (reference forward
     included) runs under autocast, and float16 queues store its rows."""
-    from ssps_ext.ssps import SSPS
-
-    g = torch.Generator().manual_seed(1)
-    batch = type("B", (), {"views": _Padded(0.1 * torch.randn(8, 2, 8000, generator=g)),
-                           "ref": _Padded(0.1 * torch.randn(8, 1, 16000, generator=g)),
-                           "index": _Padded(torch.arange(8)), "id": list("abcdefgh")})
-    torch.manual_seed(0)
-    ssps = SSPS(K=2, M=0, start_epoch=2, pos_queue_size=8, seed=0, queue_dtype="float16")
-    ssps.setup(8, 8, 16, 16)
-    modules = {
-        "compute_features": Fbank(n_mels=16), "mean_var_norm": InputNormalization(norm_type="sentence"),
-        "encoder": ECAPA_TDNN(16, channels=[16, 16, 16, 16, 48], lin_neurons=16, attention_channels=8, se_channels=8),
-    }
-    hparams = dict(
-        augment=False, view_augment=None, ssps=ssps, ssps_reference="crop", projector=None, emb_dim=16,
-        views_in_one_batch=False, loss=NTXent(0.1, symmetric=True), epoch_counter=EpochCounter(2),
-        lr_schedule=lambda epoch, position, steps: 1e-3,
-    )
-    brain = SimCLRBrain(modules, functools.partial(torch.optim.Adam, lr=1e-3), hparams,
-                        run_opts={"device": "cpu", "precision": "bf16"})
-    brain.init_optimizers()
-    brain.steps_per_epoch, brain.step = 1, 1
-    brain.hparams.epoch_counter.current = 1
+    brain, ssps = ssps_brain("crop", lr=1e-3, queue_dtype="float16", precision="bf16")
     seen = []
     encode = brain.encode
     brain.encode = lambda wavs, encoder=None: seen.append(torch.is_autocast_cpu_enabled()) or encode(wavs, encoder)
-    loss = brain.fit_batch(batch)
+    loss = brain.fit_batch(ssps_batch(1))
     assert torch.isfinite(loss) and seen == [True, True, True]  # two views + the reference
+    assert not torch.is_autocast_enabled("cpu")  # and autocast is off again after the step
     for queue in (ssps.ref_queue, ssps.pos_queue):
         assert queue.embeddings.dtype == torch.float16 and (queue.indices >= 0).all()
         assert torch.isfinite(queue.embeddings).all() and (queue.embeddings.norm(dim=-1) > 0).all()
@@ -149,31 +139,9 @@ def test_reference_once_per_epoch_writes_no_reference_in_steps():
     """ssps_reference: epoch -> steps write Q' only (no reference forward);
     an SSPS epoch start runs the reference pass (Q-hat only) once, not again
     on an intra-epoch resume, and the full fill while a queue is unwritten."""
-    from ssps_ext.ssps import SSPS
-
-    g = torch.Generator().manual_seed(0)
-    batch = type("B", (), {"views": _Padded(0.1 * torch.randn(8, 2, 8000, generator=g)),
-                           "ref": _Padded(0.1 * torch.randn(8, 1, 16000, generator=g)),
-                           "index": _Padded(torch.arange(8)), "id": list("abcdefgh")})
-    torch.manual_seed(0)
-    ssps = SSPS(K=2, M=0, start_epoch=2, pos_queue_size=8, seed=0)
-    ssps.setup(8, 8, 16, 16)
-    modules = {
-        "compute_features": Fbank(n_mels=16), "mean_var_norm": InputNormalization(norm_type="sentence"),
-        "encoder": ECAPA_TDNN(16, channels=[16, 16, 16, 16, 48], lin_neurons=16, attention_channels=8, se_channels=8),
-    }
-    hparams = dict(
-        augment=False, view_augment=None, ssps=ssps, ssps_reference="epoch", projector=None, emb_dim=16,
-        views_in_one_batch=False, loss=NTXent(0.1, symmetric=True), epoch_counter=EpochCounter(3),
-        lr_schedule=lambda epoch, position, steps: 0.0,
-    )
-    brain = SimCLRBrain(modules, functools.partial(torch.optim.Adam, lr=0.0), hparams, run_opts={"device": "cpu"})
-    brain.check_reference()
-    brain.init_optimizers()
-    brain.steps_per_epoch, brain.step = 1, 1
-    brain.hparams.epoch_counter.current = 1
+    brain, ssps = ssps_brain("epoch", epochs=3)
     brain.encode_reference = lambda w: pytest.fail("no reference forward in a step")
-    brain.fit_batch(batch)
+    brain.fit_batch(ssps_batch(0))
     assert (ssps.ref_queue.indices == -1).all() and (ssps.pos_queue.indices >= 0).all()
     passes = []
     brain.fill_ssps_queues = lambda references_only=False: passes.append(references_only)
