@@ -33,8 +33,10 @@ class RingQueue(torch.nn.Module):
     Example
     -------
     >>> q = RingQueue(size=4, dim=2)
-    >>> q.write(torch.tensor([7, 8, 9]), torch.ones(1, 3, 2))
-    >>> q.write(torch.tensor([10, 11]), torch.zeros(1, 2, 2))
+    >>> q.write(torch.tensor([7, 8, 9]), torch.ones(1, 3, 2)).tolist()  # the slots written
+    [0, 1, 2]
+    >>> q.write(torch.tensor([10, 11]), torch.zeros(1, 2, 2)).tolist()
+    [3, 0]
     >>> q.indices.tolist()
     [11, 8, 9, 10]
     """
