@@ -60,6 +60,7 @@ def worker(rank, folder):
          "params": [p.detach().clone() for p in model.parameters()]},
         os.path.join(folder, f"rank{rank}.pt"),
     )
+    dist.barrier()  # both ranks done before either tears gloo down
     dist.destroy_process_group()
 
 
