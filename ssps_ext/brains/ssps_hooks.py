@@ -131,7 +131,8 @@ class SSPSHooks:
         already computed (``view``, detached; train-mode BatchNorm, the
         augmented crop), no extra forward; only where the Brain passes it.
         ``epoch``: None; Q-hat is rewritten by one no-grad pass over the
-        training set at the start of each SSPS epoch (``reference_pass``).
+        training set at the start of each SSPS epoch
+        (``fill_ssps_queues(references_only=True)``).
         """
         if not self.ssps_active(write=True) or self.hparams.ssps_reference == "epoch":
             return None

@@ -60,7 +60,7 @@ def probe_seconds(backend, device, dim, n_clusters, rows=8192):
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(rows, dim, generator=g), dim=1).to(device)
     c = x[torch.randperm(rows, generator=g)[: min(n_clusters, rows)]]
-    assign = _TorchAssign() if backend == "torch" else _FaissAssign(dim, gpu=backend == "faiss-gpu")
+    assign = _assigner(backend, dim)
     times = []
     for _ in range(2):
         if x.is_cuda:
@@ -137,6 +137,11 @@ class _FaissAssign:
         return torch.from_numpy(labels[:, 0]).to(x.device, torch.long)
 
 
+def _assigner(backend, dim):
+    """The E-step of ``backend`` for ``dim``-d points."""
+    return _TorchAssign() if backend == "torch" else _FaissAssign(dim, gpu=backend == "faiss-gpu")
+
+
 @torch.no_grad()
 def spherical_kmeans(x, n_clusters, n_iter=10, seed=0, backend="auto"):
     """Clusters the rows of ``x`` by cosine similarity.
@@ -160,7 +165,7 @@ def spherical_kmeans(x, n_clusters, n_iter=10, seed=0, backend="auto"):
         raise ValueError(f"k-means: K must be >= 1, got {n_clusters}")
     x = torch.nn.functional.normalize(x.float(), dim=1)
     name = resolve_backend(backend, x.device, dim, n_clusters)
-    assign = _TorchAssign() if name == "torch" else _FaissAssign(dim, gpu=name == "faiss-gpu")
+    assign = _assigner(name, dim)
     g = torch.Generator().manual_seed(int(seed))
     init = torch.randperm(n, generator=g)[:n_clusters].to(x.device)
     centroids = x[init].clone()

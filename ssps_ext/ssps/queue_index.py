@@ -25,7 +25,7 @@ a few O(|Q'|) vectorised passes, no sort of Q'.
 import numpy as np
 import torch
 
-from .sampling import QueueClusters, newest_slots
+from .sampling import QueueClusters
 
 
 class QueueIndex(QueueClusters):
@@ -48,15 +48,15 @@ class QueueIndex(QueueClusters):
     """
 
     def __init__(self, queue, assignments, recordings=None):
-        slot_utts, recency = queue.indices, queue.recency()
-        direct = QueueClusters(slot_utts, recency, assignments, recordings)
+        slot_utts = queue.indices
+        direct = QueueClusters(slot_utts, queue.recency(), assignments, recordings)
         self.n_rec, self.shift, self.P = direct.n_rec, direct.shift, slot_utts.shape[0]
         self.packed_np = direct.packed.cpu().numpy()  # (L,) sorted key << shift | slot
         self.assignments = assignments
         self.assign_np = assignments.cpu().numpy()
         self.rec_np = None if recordings is None else recordings.cpu().numpy()
         # newest slot of every written utterance (-1: not in Q')
-        newest = newest_slots(slot_utts, recency).cpu().numpy()
+        newest = direct.newest.cpu().numpy()
         self.utt_slot = np.full(assignments.shape[0], -1, dtype=np.int64)
         self.utt_slot[slot_utts.cpu().numpy()[newest]] = np.flatnonzero(newest)
         self._stamp = self._versions(queue)

@@ -108,7 +108,8 @@ class QueueClusters:
         self.n_rec = 1 if recordings is None else int(recordings.max()) + 1
         self.shift = max(int(slot_utts.shape[0] - 1).bit_length(), 1)
         key = slot_keys(slot_utts, assignments, recordings, self.n_rec)
-        keep = newest_slots(slot_utts, recency) & (key >= 0)
+        self.newest = newest_slots(slot_utts, recency)  # (P,) kept for QueueIndex
+        keep = self.newest & (key >= 0)
         slots = torch.arange(slot_utts.shape[0], device=slot_utts.device)
         self.packed = ((key << self.shift) | slots)[keep].sort().values  # (L,)
 
