@@ -13,7 +13,7 @@ def ema_update(modules, pairs, m):
     """``pairs``: (online module key, momentum module key) of ``modules``."""
     for online, momentum in pairs:
         o_params = list(unwrap(modules[online]).parameters())
-        m_params = list(modules[momentum].parameters())
+        m_params = list(unwrap(modules[momentum]).parameters())
         torch._foreach_mul_(m_params, m)
         torch._foreach_add_(m_params, [p.detach() for p in o_params], alpha=1 - m)
 
@@ -21,5 +21,5 @@ def ema_update(modules, pairs, m):
 def copy_into_momentum(modules, pairs):
     """Momentum networks start as copies of the online ones, never trained."""
     for online, momentum in pairs:
-        modules[momentum].load_state_dict(unwrap(modules[online]).state_dict())
-        modules[momentum].requires_grad_(False)
+        unwrap(modules[momentum]).load_state_dict(unwrap(modules[online]).state_dict())
+        unwrap(modules[momentum]).requires_grad_(False)

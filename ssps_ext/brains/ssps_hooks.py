@@ -23,8 +23,16 @@ REFERENCES = ("crop", "view", "epoch")
 
 
 def unwrap(module):
-    """The module inside a DDP / DataParallel wrapper (or itself)."""
-    return getattr(module, "module", module)
+    """The module inside DDP / DataParallel and ``torch.compile`` wrappers
+    (SpeechBrain's ``--compile``), or the module itself: the one whose
+    ``state_dict`` keys are the checkpoint's."""
+    while True:
+        if hasattr(module, "_orig_mod"):  # torch.compile's OptimizedModule
+            module = module._orig_mod
+        elif isinstance(getattr(module, "module", None), torch.nn.Module):  # DDP / DataParallel
+            module = module.module
+        else:
+            return module
 
 
 class SSPSHooks:

@@ -76,3 +76,22 @@ def test_training_refuses_to_keep_fewer_checkpoints_than_it_averages():
     brain = types.SimpleNamespace(hparams=types.SimpleNamespace(keep_checkpoints=3, eval_average_last=10))
     with pytest.raises(ValueError, match="eval_average_last = 10 .* keep_checkpoints = 3"):
         SSLBrain.on_fit_start(brain)
+
+
+def test_evaluation_loads_into_an_encoder_wrapped_by_speechbrains_compile(tmp_path):
+    """``--compile --compile_module_keys encoder`` puts a torch.compile
+    wrapper in ``modules``; the checkpoint's keys are the plain module's."""
+    from ssps_ext.brains.ssps_hooks import unwrap
+
+    ckpt, paths = saved_run(tmp_path)
+    net = torch.nn.Linear(2, 2)
+    compiled = torch.compile(net)  # lazy: nothing is compiled until called
+    wrapped = torch.nn.parallel.DataParallel(compiled)  # compiled inside DDP / DataParallel
+    assert unwrap(compiled) is net and unwrap(wrapped) is net and unwrap(net) is net
+    brain = types.SimpleNamespace(
+        hparams=types.SimpleNamespace(eval_average_last=1), checkpointer=ckpt,
+        eval_encoder_key="encoder", modules={"encoder": compiled},
+    )
+    brain.embedding_encoder = lambda: SSLBrain.embedding_encoder(brain)
+    assert SSLBrain.load_for_evaluation(brain) == [str(paths[-1])]
+    assert torch.equal(net.weight, torch.full((2, 2), 8.0))
