@@ -179,13 +179,14 @@ def main():
     from run_mini import build_data
 
     build_data(argparse.Namespace(data_folder=None, out=args.out, corpus_profile="channel", preset=None, seed=0))
-    folder, model = prepare_sslsv(args.out, args.epochs)
     rounds = []
     for round_ in range(args.rounds):
         row = {}
         for variant in variants:
             row[variant] = run_ours(args, variant, round_)
             print(f"[reference_epoch] round {round_} ours {variant}: {row[variant]}", file=sys.stderr, flush=True)
+        if round_ == 0:  # our first run wrote the training manifest
+            folder, model = prepare_sslsv(args.out, args.epochs)
         row["authors"] = run_sslsv(args, folder, model)
         print(f"[reference_epoch] round {round_} authors: {row['authors']}", file=sys.stderr, flush=True)
         rounds.append(row)
