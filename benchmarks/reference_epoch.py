@@ -142,6 +142,7 @@ def run_ours(args, variant, round_):
 
     data, out = os.path.join(args.out, "corpus"), os.path.join(args.out, "ours", f"{variant}_{round_}")
     shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     ov = {**mini_overrides("simclr", "fidelity"), "data_folder": data, "test_data_folder": data,
           "noise_folder": os.path.join(data, "noise"), "rir_folder": os.path.join(data, "rir"),
           "manifest_folder": os.path.join(args.out, "manifests"), "output_folder": out,
