@@ -5,7 +5,11 @@
 are in ``benchmarks/throughput.py``.)
 
 1. k-means on 100,000 x 512 points into 5,000 clusters (10 iterations) with
-   every backend available here (faiss-gpu, faiss-cpu, torch).
+   every backend available here (faiss-gpu, faiss-cpu, torch), and with the
+   E-step similarities in each lower precision the backend offers
+   (``sim_dtype``), with the share of points whose final cluster equals the
+   float32 run's (same init; the points are random, without cluster
+   structure: the worst case for near ties).
 2. The epoch-time ratio SimCLR-SSPS / SimCLR on the mini corpus with the
    run_mini CPU settings (SSPS epochs after the fill pass; k-means excluded
    from the epoch time and reported separately).
@@ -26,19 +30,21 @@ import time
 import torch
 
 from ssps_ext.ssps import available_backends, spherical_kmeans
+from ssps_ext.ssps.kmeans import _BACKEND_DTYPES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SSPS")
 
 
-def kmeans_cost(backend, device):
+def kmeans_cost(backend, device, sim_dtype="float32"):
+    """Seconds and final labels of the k-means."""
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(100_000, 512, generator=g), dim=1).to(device)
     start = time.perf_counter()
-    spherical_kmeans(x, 5000, n_iter=10, seed=0, backend=backend)
+    _, labels = spherical_kmeans(x, 5000, n_iter=10, seed=0, backend=backend, sim_dtype=sim_dtype)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, labels.cpu()
 
 
 def epoch_times(out):
@@ -80,9 +86,17 @@ def main():
     timings = {}
     for backend in available_backends():
         dev = torch.device("cpu") if backend == "faiss-cpu" else device
-        seconds = kmeans_cost(backend, dev)
+        seconds, full = kmeans_cost(backend, dev)
         timings[f"kmeans_{backend}_s"] = seconds
         print(f"| k-means 100k x 512 -> 5000, 10 it, {backend} ({dev.type}) | {seconds:.1f} s |")
+        for sim_dtype in _BACKEND_DTYPES[backend][1:]:
+            if sim_dtype == "float16" and dev.type == "cpu":
+                continue  # no fast float16 GEMM on CPU
+            seconds, labels = kmeans_cost(backend, dev, sim_dtype)
+            same = float((labels == full).float().mean())
+            timings[f"kmeans_{backend}_{sim_dtype}_s"], timings[f"kmeans_{backend}_{sim_dtype}_same"] = seconds, same
+            print(f"| k-means 100k x 512 -> 5000, 10 it, {backend} ({dev.type}), {sim_dtype} similarities | "
+                  f"{seconds:.1f} s; {same:.1%} of points in the float32 run's cluster |")
     if not args.skip_epochs:
         epochs = epoch_times(args.out)
         base = sum(epochs["simclr"]["epoch_s"]) / len(epochs["simclr"]["epoch_s"])

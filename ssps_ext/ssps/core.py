@@ -22,7 +22,7 @@ from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, registe
 from .. import distributed as dist
 from . import checkpoint
 from .diagnostics import kmeans_nmi, sampling_stats
-from .kmeans import BACKENDS, spherical_kmeans
+from .kmeans import BACKENDS, check_sim_dtype, spherical_kmeans
 from .queue import RingQueue
 from .queue_index import QueueIndex
 from .sampling import choose_clusters, draw_slots, nearby_clusters, nearest_neighbour_slots
@@ -61,6 +61,9 @@ class SSPS(torch.nn.Module):
         Lloyd iterations (paper: 10).
     kmeans_backend : str
         "auto", "faiss-gpu", "faiss-cpu" or "torch".
+    kmeans_dtype : str
+        E-step similarities in "float32", "bfloat16" (torch) or "float16"
+        (torch, faiss-gpu); centroids and M-step stay float32.
     cluster_prob : str
         "uniform" or "exp" weighting of the M candidate clusters.
     exp_lambda : float
@@ -86,7 +89,7 @@ class SSPS(torch.nn.Module):
     def __init__(
         self, K=25000, M=1, start_epoch=101, sampling="kmeans-repr", pos_queue_size=None,
         kmeans_iters=10, kmeans_backend="auto", cluster_prob="uniform", exp_lambda=0.7,
-        nn_k=1, same_recording="allow", seed=0, queue_dtype="float32",
+        nn_k=1, same_recording="allow", seed=0, queue_dtype="float32", kmeans_dtype="float32",
     ):
         super().__init__()
         if sampling not in SAMPLINGS:
@@ -106,9 +109,10 @@ class SSPS(torch.nn.Module):
         self.queue_dtype = QUEUE_DTYPES[queue_dtype]
         if kmeans_backend not in BACKENDS:
             raise ValueError(f"SSPS kmeans_backend {kmeans_backend!r} not in {BACKENDS}")
+        check_sim_dtype(kmeans_backend, kmeans_dtype)
         self.K, self.M, self.start_epoch, self.sampling = K, M, start_epoch, sampling
         self.pos_queue_size = pos_queue_size or K
-        self.kmeans_iters, self.kmeans_backend = kmeans_iters, kmeans_backend
+        self.kmeans_iters, self.kmeans_backend, self.kmeans_dtype = kmeans_iters, kmeans_backend, kmeans_dtype
         self.cluster_prob, self.exp_lambda, self.nn_k = cluster_prob, exp_lambda, nn_k
         self.same_recording, self.seed = same_recording, seed
         self.generator = torch.Generator().manual_seed(seed + dist.rank())
@@ -191,7 +195,7 @@ class SSPS(torch.nn.Module):
         utts = self.ref_queue.indices[written]
         centroids, labels = spherical_kmeans(
             self.ref_queue.embeddings[0][written].float(), self.K, self.kmeans_iters,
-            seed=self.seed + epoch, backend=self.kmeans_backend,
+            seed=self.seed + epoch, backend=self.kmeans_backend, sim_dtype=self.kmeans_dtype,
         )
         dist.broadcast(centroids), dist.broadcast(labels)  # identical on every rank
         # scatter in write order (oldest first) so a duplicate keeps its newest label

@@ -61,9 +61,9 @@ def test_auto_backend_is_the_faster_measured_and_bad_names(monkeypatch):
     assert kmeans.candidates("cpu") == ["faiss-cpu", "torch"]
     for times, expected in (({"faiss-cpu": 0.1, "torch": 0.5}, "faiss-cpu"), ({"faiss-cpu": 0.5, "torch": 0.1}, "torch")):
         monkeypatch.setattr(kmeans, "_AUTO", {})
-        monkeypatch.setattr(kmeans, "probe_seconds", lambda name, *a: times[name])
+        monkeypatch.setattr(kmeans, "probe_seconds", lambda name, *a, **k: times[name])
         assert resolve_backend("auto", "cpu", 16, 8) == expected
-    assert kmeans._AUTO[("cpu", 16, 8)] == ("torch", {"faiss-cpu": 0.5, "torch": 0.1})
+    assert kmeans._AUTO[("cpu", 16, 8, "float32")] == ("torch", {"faiss-cpu": 0.5, "torch": 0.1})
 
 
 def test_auto_backend_measures_the_backends_installed_here(monkeypatch):
@@ -75,7 +75,7 @@ def test_auto_backend_measures_the_backends_installed_here(monkeypatch):
     if len(names) < 2:
         assert picked == names[0] == "torch"
         return
-    chosen, seconds = kmeans._AUTO[("cpu", 32, 64)]
+    chosen, seconds = kmeans._AUTO[("cpu", 32, 64, "float32")]
     assert picked == chosen and set(seconds) == set(names) and seconds[picked] == min(seconds.values())
 
 
@@ -85,3 +85,33 @@ def test_blocked_torch_assignment_matches_full_argmax():
     c = torch.nn.functional.normalize(torch.randn(7, 8, generator=g), dim=1)
     small_blocks = _TorchAssign(block_elements=7 * 13)  # 13 rows per block, last one partial
     assert torch.equal(small_blocks(x, c), (x @ c.T).argmax(1))
+
+
+def test_low_precision_e_step_rounds_near_ties_and_keeps_separated_clusters():
+    c = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.03]]), dim=1)
+    x = torch.nn.functional.normalize(torch.tensor([[1.0, 0.02]]), dim=1)
+    sims = (x @ c.T)[0]  # 0.99980, 0.99998: 2e-4 apart, below bfloat16's spacing near 1 (2^-8)
+    assert sims[1] > sims[0] and torch.equal(sims.bfloat16()[0], sims.bfloat16()[1])
+    assert _TorchAssign()(x, c).tolist() == [1]
+    assert _TorchAssign(torch.bfloat16)(x, c).tolist() == [0]  # the tie goes to the first centroid
+    points, truth = blobs()
+    full = spherical_kmeans(points, 6, 10, seed=0, backend="torch")
+    half = spherical_kmeans(points, 6, 10, seed=0, backend="torch", sim_dtype="bfloat16")
+    assert torch.equal(full[1], half[1]) and half[0].dtype == torch.float32
+    assert torch.allclose(full[0], half[0], atol=1e-6)  # the M-step is float32 in both
+
+
+def test_similarity_dtype_must_suit_the_backend(monkeypatch):
+    from ssps_ext.ssps import SSPS, kmeans
+
+    with pytest.raises(ValueError, match="sim_dtype 'float64'"):
+        spherical_kmeans(torch.randn(8, 3), 2, sim_dtype="float64")
+    with pytest.raises(ValueError, match="'faiss-cpu' computes similarities in \\('float32',\\), not 'bfloat16'"):
+        SSPS(K=4, kmeans_backend="faiss-cpu", kmeans_dtype="bfloat16")
+    with pytest.raises(ValueError, match="'faiss-gpu' computes .* not 'bfloat16'"):
+        resolve_backend("faiss-gpu", "cuda", sim_dtype="bfloat16")
+    monkeypatch.setattr(kmeans, "available_backends", lambda: ["faiss-gpu", "faiss-cpu", "torch"])
+    assert kmeans.candidates("cpu", "bfloat16") == ["torch"]
+    assert kmeans.candidates("cuda", "float16") == ["faiss-gpu", "torch"]
+    assert kmeans.candidates("cuda", "bfloat16") == ["torch"]
+    assert resolve_backend("auto", "cpu", 16, 8, sim_dtype="bfloat16") == "torch"  # the only candidate: no probe
