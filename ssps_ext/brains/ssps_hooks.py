@@ -78,7 +78,8 @@ class SSPSHooks:
                 f"(number_of_epochs = {self.hparams.number_of_epochs}): SSPS would never sample"
             )
         self.check_reference()
-        resolve_backend(self.ssps.kmeans_backend, self.device, sim_dtype=self.ssps.kmeans_dtype)  # an unavailable backend fails now, not after the fill
+        # an unavailable backend (or one without the k-means dtype) fails now, not after the fill
+        resolve_backend(self.ssps.kmeans_backend, self.device, sim_dtype=self.ssps.kmeans_dtype)
         rows = sorted(train_set.data.values(), key=lambda r: int(r["utt_index"]))
         if [int(r["utt_index"]) for r in rows] != list(range(len(rows))):
             raise ValueError("train.csv: utt_index must number the utterances 0..N-1; re-run data preparation")

@@ -60,7 +60,7 @@ def available_backends():
     return out + ["torch"]
 
 
-_AUTO = {}  # (device type, dim, K) -> (backend, {backend: seconds}) measured in this process
+_AUTO = {}  # (device type, dim, K, sim_dtype) -> (backend, {backend: seconds}) measured in this process
 
 
 def candidates(device, sim_dtype="float32"):
