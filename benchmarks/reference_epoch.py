@@ -137,7 +137,6 @@ def run_sslsv(args, folder, model):
 
 
 def run_ours(args, variant, round_):
-    sys.path.insert(0, RECIPE)
     from run_mini import as_cli, mini_overrides, trial_list_overrides
 
     data, out = os.path.join(args.out, "corpus"), os.path.join(args.out, "ours", f"{variant}_{round_}")
