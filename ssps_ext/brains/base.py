@@ -1,6 +1,8 @@
 """``SSLBrain``: what SimCLR and DINO share on top of ``speechbrain.Brain``.
 
-- features (Fbank + sentence mean normalisation) and the ECAPA encoder;
+- features (Fbank + sentence mean normalisation) and the ECAPA encoder,
+  its kernel-size-1 convolutions without SpeechBrain's empty padding copy
+  (``conv_padding``: bit-identical, faster);
 - per-view augmentation switched by the ``augment`` boolean;
 - schedules recomputed every step from the restored training clock;
 - per-epoch statistics (all-reduced), train log (and TensorBoard curves with
@@ -24,6 +26,7 @@ from speechbrain.nnet.schedulers import update_learning_rate
 
 from .. import distributed as dist
 from ..checkpoints import AtomicCheckpointer
+from ..conv_padding import skip_empty_padding
 from ..curves import tensorboard_logger
 from .ca_hooks import ClusterAwareHooks
 from .evaluation import VerificationEvaluation
@@ -39,6 +42,7 @@ class SSLBrain(MidEpochResume, VerificationEvaluation, ClusterAwareHooks, SSPSHo
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        skip_empty_padding(self.modules)  # every network: encoder, momentum copies, heads
         self._stats, self.lr, self.steps_per_epoch = {}, None, None
         self.tensorboard_logger = None  # tensorboard: True -> built in on_fit_start
         self.periodic_eer = None  # ssps_ext.periodic_eval.PeriodicEER, set by train.py
